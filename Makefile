@@ -23,8 +23,11 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 
+# Each benchmark is a module of benchmarks/ run with `python -m`; add yours to the list.
+BENCHMARKS := benchmarks.adapter_speed
+
 bench: install
-	$(PY) -m benchmarks.adapter_speed
+	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m $$b || exit 1; done
 
 demo: install
 	$(VENV)/bin/adsrel demo
