@@ -1,0 +1,91 @@
+"""MTL-LoRA (arXiv 2410.09437): a shared down-projection A, a task-specific r×r transform Λ_t and
+n shared up-projections B^i mixed per task by softmax(w_t/τ):
+
+    h_t = W x + b + (α/r) · Σ_i softmax(w_t/τ)_i · B^i · Λ_t · A · dropout(x)
+
+Fused computation. With z = A x (one GEMM over all tokens), the update is
+``[B^1 … B^n] · (p_t ⊗ Λ_t z)``: the mixing weights and the scaling are folded into one small
+per-task matrix M_t = (α/r) · p_t ⊗ Λ_t of shape [n·r, r], so the rest is one batched r×(n·r)
+product per example and one GEMM with the concatenated up-projections [out, n·r]. A and B are never
+copied per example; only the tiny M_t (n·r² numbers) is gathered per example. Cost per token:
+r·(in + n·out) + n·r² multiply-adds.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.adapter_layer import AdapterLayer, concat_up, kaiming_uniform_, linear_tokens
+
+
+class MTLLoRALinear(AdapterLayer):
+    """MTL-LoRA around a frozen ``nn.Linear``; ``layer(x, task_ids=LongTensor[batch])``.
+
+    Trainable: ``lora_A`` [rank, in], ``lora_lambda`` [num_tasks, rank, rank] ("full") or
+    [num_tasks, rank] ("diagonal"), ``lora_B`` [num_up, out, rank], ``lora_w`` [num_tasks, num_up].
+    A fresh layer computes exactly ``base(x)`` (B starts at zero).
+    """
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        *,
+        num_tasks: int,
+        rank: int,
+        num_up: int = 3,
+        temperature: float = 0.1,
+        alpha: float = 16.0,
+        dropout: float = 0.0,
+        lambda_form: str = "full",
+    ) -> None:
+        super().__init__(base, num_tasks=num_tasks, rank=rank, alpha=alpha, dropout=dropout)
+        if lambda_form not in ("full", "diagonal"):
+            raise ValueError(f"lambda_form must be 'full' or 'diagonal', got {lambda_form!r}")
+        if temperature <= 0 or num_up < 1:
+            raise ValueError(f"need temperature > 0 and num_up >= 1, got {temperature} and {num_up}")
+        self.num_up = num_up
+        self.temperature = temperature
+        self.lambda_form = lambda_form
+        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.lora_A = nn.Parameter(kaiming_uniform_(torch.empty(rank, self.in_features, **factory)))
+        if lambda_form == "full":
+            eye = torch.eye(rank, **factory).expand(num_tasks, rank, rank).clone()
+            self.lora_lambda = nn.Parameter(eye)
+        else:
+            self.lora_lambda = nn.Parameter(torch.ones(num_tasks, rank, **factory))
+        self.lora_B = nn.Parameter(torch.zeros(num_up, self.out_features, rank, **factory))
+        self.lora_w = nn.Parameter(kaiming_uniform_(torch.empty(num_tasks, num_up, **factory)))
+
+    def mixing_weights(self) -> torch.Tensor:
+        """softmax(w_t/τ) per task, [num_tasks, num_up], computed in float32.
+
+        torch.softmax subtracts the row maximum, so small τ and bf16/fp16 weights do not overflow.
+        """
+        return torch.softmax(self.lora_w.float() / self.temperature, dim=-1)
+
+    def task_lambda(self) -> torch.Tensor:
+        """Λ_t as full matrices, [num_tasks, rank, rank]."""
+        if self.lambda_form == "full":
+            return self.lora_lambda
+        return torch.diag_embed(self.lora_lambda)
+
+    def task_mixers(self) -> torch.Tensor:
+        """M_t = (α/r) · p_t ⊗ Λ_t, [num_tasks, num_up·rank, rank]; row i·r+j is (α/r)·p_ti·Λ_t[j]."""
+        lam = self.task_lambda()
+        p = self.mixing_weights().to(lam.dtype) * self.scaling
+        return (p[:, :, None, None] * lam[:, None, :, :]).reshape(self.num_tasks, self.num_up * self.rank, self.rank)
+
+    def down(self, x: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
+        z = linear_tokens(x, self.lora_A)  # [batch, tokens, r]: one GEMM over all tokens
+        mixers = self.task_mixers().index_select(0, task_ids)  # [batch, n·r, r]
+        return torch.bmm(z, mixers.transpose(1, 2))  # [batch, tokens, n·r]
+
+    def up_weight(self) -> torch.Tensor:
+        return concat_up(self.lora_B)
+
+    def down_weight(self, task: int) -> torch.Tensor:
+        return self.task_mixers()[task] @ self.lora_A
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_up={self.num_up}, temperature={self.temperature}, lambda={self.lambda_form}"
