@@ -1,1 +1,1 @@
-"""adsrel benchmarks."""
+"""Performance and quality benchmarks (run by `make bench`, not by the tests)."""

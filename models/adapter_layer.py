@@ -59,11 +59,13 @@ class AdapterLayer(nn.Module):
         return self.up_weight() @ self.down_weight(task)
 
     def add_update(self, result: torch.Tensor, x: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
-        """``result + update(x)`` for result [..., out] and x [batch, tokens, in], one fused addmm."""
+        """``result += update(x)`` for result [..., out] and x [batch, tokens, in], one fused addmm."""
         v = self.down(x, task_ids).to(result.dtype)
         up = self.up_weight().to(result.dtype)
-        fused = torch.addmm(result.reshape(-1, self.out_features), v.reshape(-1, v.shape[-1]), up.t())
-        return fused.reshape(result.shape)
+        # In place: the base layer's output is not saved for its backward (its weight is frozen and
+        # linear's backward needs only the weight), so autograd allows it and no copy is made.
+        result.view(-1, self.out_features).addmm_(v.reshape(-1, v.shape[-1]), up.t())
+        return result
 
     # --- shared machinery ----------------------------------------------------------------------
     @property
