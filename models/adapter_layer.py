@@ -1,8 +1,9 @@
 """AdapterLayer: what every adapter method shares around a frozen ``nn.Linear``.
 
-A subclass knows only its math: the low-rank update for a batch (:meth:`update`) and the dense
-weight update for one task (:meth:`delta_weight`). This base class owns the frozen base layer,
-input-shape handling, task-id checks and merge/unmerge.
+A subclass knows only its math: its down-projection for a batch (:meth:`down`, task-dependent),
+its up-projection as one matrix (:meth:`up_weight`) and the dense down map of one task
+(:meth:`down_weight`, for merging). This base class owns the frozen base layer, input-shape
+handling, task-id checks, the fused residual update and merge/unmerge.
 """
 
 from __future__ import annotations
