@@ -17,6 +17,8 @@ from pipelines.errors import UserError
 
 # Verb modules, in the order `adsrel --help` lists them. A new verb is one module plus one line here.
 VERB_MODULES = (
+    "pipelines.commands.synth",
+    "pipelines.commands.prepare",
     "pipelines.commands.demo",
 )
 

@@ -1,0 +1,515 @@
+"""`adsrel prepare`: raw query-ad logs -> task shards, quarantine and manifest.
+
+Two passes over the input, each a chain of DataFrame -> DataFrame functions:
+
+1. every row gets a quarantine ``reason`` (null when it is fine) from Spark column expressions;
+   the failing rows are written to ``quarantine/reason=*`` while an observation on the same pass
+   counts input rows and rows per reason;
+2. the accepted rows are normalised (one vectorised pandas UDF for NFKC + HTML entities, the rest in
+   the JVM), de-duplicated per (query, ad_id, market, day), aggregated per (query, ad_id, market),
+   labelled, split by hashed query and written to ``shards/split=*/task=*``.
+
+The manifest is written last and atomically; an existing one is removed first, so a failed run
+leaves none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+
+from features.schema import (
+    LABEL_SOURCES,
+    MAX_GRADE,
+    MIN_GRADE,
+    RAW_COLUMNS,
+    RAW_STRING_SCHEMA,
+    RAW_TYPES,
+    REQUIRED_COLUMNS,
+    SHARD_COLUMNS,
+    SPLITS,
+    TEXT_LIMITS,
+)
+from features.task_map import (
+    TaskMap,
+    locale_column,
+    task_column,
+    task_map_by_values,
+    task_name_column,
+)
+from features.text import is_blank, normalise_text_columns
+from pipelines.errors import UserError
+
+SCHEMA_VERSION = 1
+CORRUPT = "_corrupt_record"
+KEY = ("query", "ad_id", "market")
+LOCALE = r"^[a-z]{2,3}-[A-Z]{2}$"
+
+# Quarantine reasons in the order they are checked: a row gets the first that applies.
+REASONS = (
+    "malformed_record",
+    "bad_date",
+    "missing_query",
+    "missing_ad_id",
+    "missing_advertiser_id",
+    "missing_ad_title",
+    "invalid_market",
+    "missing_vertical",
+    "bad_impressions",
+    "bad_clicks",
+    "clicks_exceed_impressions",
+    "bad_position",
+    "label_out_of_range",
+    "bad_label_source",
+    "unmapped",
+)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Everything that decides the content of the shards (recorded in the manifest)."""
+
+    label_threshold: float = 3.0  # mean judged grade >= this is relevant
+    click_labels: bool = True  # label unjudged examples from clicks (else exclude them)
+    min_impressions: int = 20  # fewer impressions: no click label
+    click_ctr_threshold: float = 0.12  # position-debiased CTR >= this is relevant
+    position_bias_power: float = 1.0  # examination probability = position ** -power
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    split_salt: str = "adsrel-split-v1"
+    source_weights: dict[str, float] = field(
+        default_factory=lambda: {"human": 1.0, "llm": 0.7, "click": 0.4}
+    )
+    max_records_per_file: int = 500_000
+    text_limits: dict[str, int] = field(default_factory=lambda: dict(TEXT_LIMITS))
+
+    def __post_init__(self) -> None:
+        ratios = self.split_ratios
+        if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+            raise UserError(f"split ratios must be three non-negative numbers summing to 1: {ratios}")
+        if not MIN_GRADE <= self.label_threshold <= MAX_GRADE:
+            raise UserError(f"label threshold must be within {MIN_GRADE}..{MAX_GRADE}")
+        if self.min_impressions < 1 or self.max_records_per_file < 1:
+            raise UserError("min impressions and max records per file must be positive")
+
+
+# ---------------------------------------------------------------- reading
+
+_FORMATS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".ndjson": "json",
+            ".csv": "csv"}
+
+
+def detect_format(path: str) -> str:
+    """parquet, json or csv from the file name, or from the data files inside a directory."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"input not found: {path}")
+    files = [p] if p.is_file() else [
+        f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(("_", "."))
+    ]
+    found = {_FORMATS[f.suffix.lower()] for f in files if f.suffix.lower() in _FORMATS}
+    if not found:
+        raise UserError(f"no Parquet, JSON Lines or CSV files in {path}")
+    if len(found) > 1:
+        raise UserError(f"mixed formats in {path}: {', '.join(sorted(found))}")
+    return found.pop()
+
+
+def read_input(spark: SparkSession, path: str) -> DataFrame:
+    """One input as all raw columns in string form, plus ``_corrupt_record`` (null if parsed)."""
+    fmt = detect_format(path)
+    try:
+        if fmt == "json":
+            schema = RAW_STRING_SCHEMA.add(CORRUPT, "string")
+            df = spark.read.schema(schema).option("mode", "PERMISSIVE").json(path)
+        elif fmt == "csv":
+            df = spark.read.option("header", True).option("inferSchema", False).csv(path)
+        else:
+            df = spark.read.parquet(path)
+    except AnalysisException as exc:
+        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise UserError(f"{path} lacks required columns: {', '.join(missing)}")
+    columns = [
+        (F.col(c) if c in df.columns else F.lit(None)).cast("string").alias(c) for c in RAW_COLUMNS
+    ]
+    corrupt = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
+    return df.select(*columns, corrupt.alias(CORRUPT))
+
+
+def read_raw(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    frames = [read_input(spark, p) for p in paths]
+    df = frames[0]
+    for other in frames[1:]:
+        df = df.unionByName(other)
+    return df
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _typed(name: str) -> Column:
+    return F.col(name).try_cast(RAW_TYPES[name])
+
+
+def _present(name: str) -> Column:
+    return ~is_blank(F.col(name))
+
+
+def with_segment(df: DataFrame) -> DataFrame:
+    """Adds ``_market`` (normalised locale) and ``_vertical`` (trimmed, lower case)."""
+    return df.withColumns(
+        {
+            "_market": locale_column(F.col("market")),
+            "_vertical": F.lower(F.trim(F.col("vertical"))),
+        }
+    )
+
+
+def with_reason(df: DataFrame, task_map: TaskMap | None) -> DataFrame:
+    """Adds ``reason`` (first failing rule, null if the row is fine) and ``_task_id``.
+
+    Works on the string-typed raw columns of :func:`read_raw`, so any malformed value becomes a
+    reason. Without a task map the ``unmapped`` rule is skipped (``_task_id`` is null).
+    """
+    df = with_segment(df)
+    impressions, clicks = _typed("impressions"), _typed("clicks")
+    position, label = _typed("position"), _typed("label")
+    source = F.lower(F.trim(F.col("label_source")))
+    task_id = (
+        task_column(task_map, F.col("_market"), F.col("_vertical"))
+        if task_map
+        else F.lit(None).cast("int")
+    )
+    checks: list[tuple[str, Column]] = [
+        ("malformed_record", F.col(CORRUPT).isNotNull()),
+        ("bad_date", _typed("event_date").isNull()),
+        ("missing_query", is_blank(F.col("query"))),
+        ("missing_ad_id", is_blank(F.col("ad_id"))),
+        ("missing_advertiser_id", is_blank(F.col("advertiser_id"))),
+        ("missing_ad_title", is_blank(F.col("ad_title"))),
+        ("invalid_market", F.col("_market").isNull() | ~F.col("_market").rlike(LOCALE)),
+        ("missing_vertical", is_blank(F.col("vertical"))),
+        ("bad_impressions", impressions.isNull() | (impressions < 0)),
+        ("bad_clicks", clicks.isNull() | (clicks < 0)),
+        ("clicks_exceed_impressions", clicks > impressions),
+        ("bad_position", _present("position") & (position.isNull() | (position < 1))),
+        ("label_out_of_range",
+         _present("label") & (label.isNull() | ~label.between(MIN_GRADE, MAX_GRADE))),
+        ("bad_label_source", _present("label_source") & ~source.isin(list(LABEL_SOURCES))),
+    ]
+    if task_map:
+        checks.append(("unmapped", task_id.isNull()))
+    reason = None
+    for name, failed in checks:
+        reason = F.when(failed, name) if reason is None else reason.when(failed, name)
+    return df.withColumns({"reason": reason, "_task_id": task_id})
+
+
+def typed_accepted(df: DataFrame) -> DataFrame:
+    """Accepted rows (reason null) with canonical types, normalised segment and label source.
+
+    A grade without a source counts as a human judgment; a source without a grade is no judgment.
+    """
+    source = F.lower(F.trim(F.col("label_source")))
+    label = _typed("label")
+    return df.select(
+        _typed("event_date").alias("event_date"),
+        F.col("_market").alias("market"),
+        F.col("_vertical").alias("vertical"),
+        "query",
+        F.trim(F.col("ad_id")).alias("ad_id"),
+        F.trim(F.col("advertiser_id")).alias("advertiser_id"),
+        "ad_title",
+        F.coalesce(F.col("ad_description"), F.lit("")).alias("ad_description"),
+        F.coalesce(F.col("display_url"), F.lit("")).alias("display_url"),
+        _typed("impressions").alias("impressions"),
+        _typed("clicks").alias("clicks"),
+        _typed("position").alias("position"),
+        label.alias("label"),
+        F.when(label.isNull(), None).when(is_blank(source), "human").otherwise(source)
+        .alias("label_source"),
+        F.col("_task_id").alias("task_id"),
+    )
+
+
+def normalise_texts(df: DataFrame, limits: dict[str, int]) -> DataFrame:
+    """NFKC, entities, whitespace and length bounds; queries and URLs also lower-cased."""
+    return normalise_text_columns(df, limits, lowercase=("query", "display_url"))
+
+
+# ---------------------------------------------------------------- aggregation and labels
+
+
+def deduplicate_days(df: DataFrame) -> DataFrame:
+    """One row per (query, ad_id, market, event_date): a repeated daily row is a logging duplicate.
+
+    The kept values are the greatest struct of the copies, so the choice is deterministic. ``rows``
+    counts the raw rows folded in.
+    """
+    payload = F.max(
+        F.struct(
+            "impressions", "clicks", "position", "label", "label_source", "task_id", "vertical",
+            "advertiser_id", "ad_title", "ad_description", "display_url",
+        )
+    ).alias("v")
+    return (
+        df.groupBy(*KEY, "event_date")
+        .agg(payload, F.count(F.lit(1)).alias("rows"))
+        .select(*KEY, "event_date", "rows", "v.*")
+    )
+
+
+def _judged(source: str, what: str) -> Column:
+    hit = F.col("label_source") == source
+    if what == "n":
+        return F.count(F.when(hit, F.col("label")))
+    return F.sum(F.when(hit, F.col("label")))
+
+
+def aggregate_examples(df: DataFrame) -> DataFrame:
+    """Per (query, ad_id, market): summed impressions and clicks, impression-weighted position,
+    judged grades per source, and the most recent ad text."""
+    with_pos = F.col("position").isNotNull()
+    aggs = [
+        F.sum("rows").alias("rows"),
+        F.count(F.lit(1)).alias("observations"),
+        F.sum("impressions").alias("impressions"),
+        F.sum("clicks").alias("clicks"),
+        F.sum(F.when(with_pos, F.col("position") * F.col("impressions"))).alias("_pos_imps"),
+        F.sum(F.when(with_pos, F.col("impressions"))).alias("_imps_with_pos"),
+        F.max(F.struct("event_date", "ad_title", "ad_description", "display_url",
+                       "advertiser_id")).alias("_latest"),
+        F.min(F.struct("task_id", "vertical")).alias("_segment"),
+    ]
+    for source in LABEL_SOURCES:
+        aggs += [_judged(source, "sum").alias(f"_{source}_sum"),
+                 _judged(source, "n").alias(f"_{source}_n")]
+    out = df.groupBy(*KEY).agg(*aggs)
+    position = F.when(
+        F.col("_imps_with_pos") > 0, F.col("_pos_imps") / F.col("_imps_with_pos")
+    ).otherwise(F.lit(None).cast("double"))
+    return out.select(
+        *KEY,
+        "rows",
+        "observations",
+        "impressions",
+        "clicks",
+        position.alias("position"),
+        "_latest.ad_title",
+        "_latest.ad_description",
+        "_latest.display_url",
+        "_latest.advertiser_id",
+        "_segment.task_id",
+        "_segment.vertical",
+        *[f"_{s}_{w}" for s in LABEL_SOURCES for w in ("sum", "n")],
+    )
+
+
+def derive_labels(df: DataFrame, config: PrepareConfig) -> DataFrame:
+    """Adds grade, label (0/1 or null), label_source and weight.
+
+    Judgments win in the order human, llm, click (their mean grade against the threshold). An
+    unjudged example gets a click label when it has enough impressions: its CTR divided by the
+    examination probability of its mean position (position ** -power) against the CTR threshold.
+    Otherwise it stays unlabelled (and is counted, not written), as it does when click labels are off.
+    """
+    grade = None
+    source = None
+    for s in LABEL_SOURCES:
+        has = F.col(f"_{s}_n") > 0
+        mean = F.col(f"_{s}_sum") / F.col(f"_{s}_n")
+        grade = F.when(has, mean) if grade is None else grade.when(has, mean)
+        source = F.when(has, F.lit(s)) if source is None else source.when(has, F.lit(s))
+    grade = grade.otherwise(F.lit(None).cast("double"))
+    examined = F.pow(F.coalesce(F.col("position"), F.lit(1.0)), -config.position_bias_power)
+    debiased_ctr = F.col("clicks") / (F.col("impressions") * examined)
+    clickable = F.lit(config.click_labels) & (F.col("impressions") >= config.min_impressions)
+    label = F.when(grade.isNotNull(), (grade >= config.label_threshold).cast("int")).when(
+        clickable, (debiased_ctr >= config.click_ctr_threshold).cast("int")
+    )
+    source = source.when(clickable, F.lit("click"))
+    weights = F.create_map(*[x for k, v in config.source_weights.items() for x in (F.lit(k), F.lit(v))])
+    df = df.withColumns({"grade": grade, "label": label, "label_source": source})
+    df = df.withColumn("weight", weights[F.col("label_source")].cast("double"))
+    return df.drop(*[f"_{s}_{w}" for s in LABEL_SOURCES for w in ("sum", "n")])
+
+
+def split_column(query: Column, ratios: Sequence[float], salt: str) -> Column:
+    """train/valid/test from a hash of the normalised query: one query, one split, every run."""
+    bucket = F.pmod(F.xxhash64(F.lit(salt), query), F.lit(1_000_000)) / 1_000_000.0
+    return F.when(bucket < ratios[0], "train").when(bucket < ratios[0] + ratios[1], "valid").otherwise(
+        "test"
+    )
+
+
+def example_id_column() -> Column:
+    """Stable id of an example: a hash of normalised query, ad_id and market."""
+    return F.substring(F.sha2(F.concat_ws("\u001f", *[F.col(c) for c in KEY]), 256), 1, 20)
+
+
+def with_split_and_ids(df: DataFrame, task_map: TaskMap, config: PrepareConfig) -> DataFrame:
+    return df.withColumns(
+        {
+            "split": split_column(F.col("query"), config.split_ratios, config.split_salt),
+            "example_id": example_id_column(),
+            "task": task_name_column(task_map, F.col("task_id")),
+        }
+    )
+
+
+def examples(accepted: DataFrame, task_map: TaskMap, config: PrepareConfig) -> DataFrame:
+    """Accepted raw rows (with reason and _task_id) -> labelled-or-not examples with split and ids.
+
+    One shuffle: repartitioning by the example key lets both the per-day de-duplication and the
+    per-example aggregation reuse it.
+    """
+    typed = normalise_texts(typed_accepted(accepted), config.text_limits)
+    clustered = typed.repartition(*KEY)
+    aggregated = aggregate_examples(deduplicate_days(clustered))
+    return with_split_and_ids(derive_labels(aggregated, config), task_map, config)
+
+
+# ---------------------------------------------------------------- the job
+
+
+def _count_reasons(reasons: Sequence[str]) -> list[Column]:
+    return [F.count(F.lit(1)).alias("input_rows")] + [
+        F.sum(F.when(F.col("reason") == r, 1).otherwise(0)).alias(r) for r in reasons
+    ]
+
+
+def _write_manifest(output: Path, manifest: dict) -> None:
+    tmp = output / ".manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    os.replace(tmp, output / "manifest.json")
+
+
+def _progress(message: str) -> None:
+    print(f"adsrel prepare: {message}", file=sys.stderr, flush=True)
+
+
+def discover_task_map(raw: DataFrame, task_by: str) -> TaskMap:
+    """--task-by: one task per distinct market and/or vertical among the otherwise valid rows."""
+    keys = tuple(k.strip() for k in task_by.split(","))
+    if not keys or any(k not in ("market", "vertical") for k in keys) or len(set(keys)) != len(keys):
+        raise UserError("--task-by must be market, vertical or market,vertical")
+    valid = with_reason(raw, None).where(F.col("reason").isNull())
+    cols = [F.col("_market" if k == "market" else "_vertical").alias(k) for k in keys]
+    values = [tuple(r) for r in valid.select(*cols).distinct().collect()]
+    return task_map_by_values(keys, values)
+
+
+def run_prepare(
+    spark: SparkSession,
+    inputs: Sequence[str],
+    output: str,
+    task_map: TaskMap | None,
+    config: PrepareConfig,
+    task_by: str | None = None,
+) -> dict:
+    """The whole job; returns the manifest it wrote."""
+    started = time.time()
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output is not a directory: {output}")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "manifest.json").unlink(missing_ok=True)
+
+    raw = read_raw(spark, inputs)
+    if task_map is None:
+        if not task_by:
+            raise UserError("give --task-map or --task-by")
+        task_map = discover_task_map(raw, task_by)
+    checked = with_reason(raw, task_map)
+
+    _progress("pass 1: validating and writing quarantine")
+    reasons = [r for r in REASONS if r != "unmapped" or task_map]
+    counts = Observation("reasons")
+    quarantined = checked.observe(counts, *_count_reasons(reasons)).where(F.col("reason").isNotNull())
+    quarantined.select(*RAW_COLUMNS, CORRUPT, "reason").write.mode("overwrite").partitionBy(
+        "reason"
+    ).parquet(str(out / "quarantine"))
+    seen = counts.get
+    quarantine = {r: int(seen[r] or 0) for r in reasons if seen[r]}
+    input_rows = int(seen["input_rows"])
+    quarantined_rows = sum(quarantine.values())
+
+    _progress(f"pass 2: {input_rows - quarantined_rows} accepted rows -> examples")
+    accepted_seen = Observation("accepted")
+    written_seen = Observation("examples")
+    accepted = checked.where(F.col("reason").isNull()).observe(
+        accepted_seen, F.count(F.lit(1)).alias("rows")
+    )
+    labelled = examples(accepted, task_map, config).observe(
+        written_seen,
+        F.count(F.lit(1)).alias("examples"),
+        F.sum(F.when(F.col("label").isNull(), 1).otherwise(0)).alias("unlabelled_examples"),
+        F.sum(F.when(F.col("label").isNull(), F.col("rows")).otherwise(0)).alias("unlabelled_rows"),
+        F.sum(F.col("rows") - F.col("observations")).alias("duplicate_rows"),
+    ).where(F.col("label").isNotNull())
+    (
+        labelled.select(*SHARD_COLUMNS, "rows", "split")
+        .write.mode("overwrite")
+        .option("maxRecordsPerFile", config.max_records_per_file)
+        .partitionBy("split", "task")
+        .parquet(str(out / "shards"))
+    )
+    accepted_rows = int(accepted_seen.get["rows"])
+    if accepted_rows + quarantined_rows != input_rows:
+        raise RuntimeError(
+            f"count mismatch: {input_rows} input != {accepted_rows} accepted + {quarantined_rows} quarantined"
+        )
+    ex = {k: int(v or 0) for k, v in written_seen.get.items()}
+
+    _progress("counting shards")
+    split_counts: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SPLITS}
+    if (out / "shards").exists() and any((out / "shards").glob("split=*")):
+        rows = (
+            spark.read.parquet(str(out / "shards"))
+            .groupBy("split", "task")
+            .agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives"),
+                 F.sum("rows").alias("input_rows"))
+            .collect()
+        )
+    else:
+        rows = []
+    labelled_rows = 0
+    for r in sorted(rows, key=lambda r: (r["split"], r["task"])):
+        split_counts[r["split"]][r["task"]] = {"rows": int(r["rows"]), "positives": int(r["positives"])}
+        labelled_rows += int(r["input_rows"])
+    if labelled_rows + ex["unlabelled_rows"] != accepted_rows:
+        raise RuntimeError("count mismatch between accepted rows and rows folded into examples")
+
+    manifest = {
+        "schema_version": SCHEMA_VERSION,
+        "input": {"paths": [str(p) for p in inputs], "rows": input_rows},
+        "accepted_rows": accepted_rows,
+        "quarantined_rows": quarantined_rows,
+        "quarantine": quarantine,
+        "examples": {
+            "written": ex["examples"] - ex["unlabelled_examples"],
+            "unlabelled_excluded": ex["unlabelled_examples"],
+            "unlabelled_rows": ex["unlabelled_rows"],
+            "duplicate_rows_removed": ex["duplicate_rows"],
+        },
+        "tasks": [t.as_dict() for t in task_map.tasks],
+        "unmapped": task_map.unmapped,
+        "counts": split_counts,
+        "config": {**asdict(config), "split_ratios": list(config.split_ratios),
+                   "task_by": task_by},
+        "spark": {"version": spark.version, "master": spark.sparkContext.master},
+        "seconds": round(time.time() - started, 2),
+    }
+    _write_manifest(out, manifest)
+    return manifest
+
