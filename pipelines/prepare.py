@@ -26,6 +26,7 @@ from pathlib import Path
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from features.schema import (
     LABEL_SOURCES,
@@ -128,7 +129,7 @@ def read_input(spark: SparkSession, path: str) -> DataFrame:
     fmt = detect_format(path)
     try:
         if fmt == "json":
-            schema = RAW_STRING_SCHEMA.add(CORRUPT, "string")
+            schema = T.StructType([*RAW_STRING_SCHEMA.fields, T.StructField(CORRUPT, T.StringType())])
             df = spark.read.schema(schema).option("mode", "PERMISSIVE").json(path)
         elif fmt == "csv":
             df = spark.read.option("header", True).option("inferSchema", False).csv(path)

@@ -1,0 +1,215 @@
+import json
+import os
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+from pyspark.sql import functions as F
+
+from features.task_map import load_task_map, parse_task_map
+from pipelines.errors import UserError
+from pipelines.prepare import (
+    PrepareConfig,
+    aggregate_examples,
+    deduplicate_days,
+    derive_labels,
+    read_raw,
+    run_prepare,
+    split_column,
+    typed_accepted,
+    with_reason,
+)
+from pipelines.synth import synth_logs, write_logs
+
+RAW = (
+    "event_date string, market string, vertical string, query string, ad_id string, "
+    "advertiser_id string, ad_title string, ad_description string, display_url string, "
+    "impressions string, clicks string, position string, label string, label_source string, "
+    "_corrupt_record string"
+)
+TASKS = parse_task_map({"tasks": [{"name": "retail", "verticals": ["retail"]}]})
+
+
+def raw_row(**overrides):
+    row = {
+        "event_date": "2026-01-02", "market": "en-US", "vertical": "retail", "query": "shoes",
+        "ad_id": "a1", "advertiser_id": "v1", "ad_title": "Shoes", "ad_description": "",
+        "display_url": "x.com", "impressions": "10", "clicks": "1", "position": "1.5",
+        "label": "3", "label_source": "human", "_corrupt_record": None,
+    }
+    row.update(overrides)
+    return row
+
+
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({}, None),
+        ({"event_date": "2026-13-45"}, "bad_date"),
+        ({"query": " \t"}, "missing_query"),
+        ({"ad_title": None}, "missing_ad_title"),
+        ({"market": "unknown"}, "invalid_market"),
+        ({"market": "EN-us"}, None),
+        ({"impressions": "-3"}, "bad_impressions"),
+        ({"impressions": "lots"}, "bad_impressions"),
+        ({"clicks": "11"}, "clicks_exceed_impressions"),
+        ({"position": "0.5"}, "bad_position"),
+        ({"position": None}, None),
+        ({"label": "7"}, "label_out_of_range"),
+        ({"label": None, "label_source": None}, None),
+        ({"label_source": "crowd"}, "bad_label_source"),
+        ({"vertical": "travel"}, "unmapped"),
+        ({"_corrupt_record": "{oops"}, "malformed_record"),
+    ],
+)
+def test_validation_reasons(spark, overrides, reason):
+    df = spark.createDataFrame([raw_row(**overrides)], RAW)
+    assert with_reason(df, TASKS).first()["reason"] == reason
+
+
+def test_dedup_then_aggregate_and_labels(spark):
+    rows = [
+        raw_row(),
+        raw_row(),  # same day: a logging duplicate
+        raw_row(event_date="2026-01-03", impressions="30", clicks="3", position="3", label=None,
+                label_source=None),
+        raw_row(query="boots", label=None, label_source=None, impressions="100", clicks="10",
+                position="2"),
+        raw_row(query="socks", label=None, label_source=None, impressions="5", clicks="5"),
+    ]
+    df = with_reason(spark.createDataFrame(rows, RAW), TASKS)
+    examples = deduplicate_days(typed_accepted(df))
+    assert examples.count() == 4
+    agg = aggregate_examples(examples)
+    labelled = {r["query"]: r for r in derive_labels(agg, PrepareConfig()).collect()}
+    shoes = labelled["shoes"]
+    assert (shoes.rows, shoes.observations, shoes.impressions, shoes.clicks) == (3, 2, 40, 4)
+    assert shoes.position == pytest.approx((1.5 * 10 + 3 * 30) / 40)
+    assert (shoes.label, shoes.label_source, shoes.grade, shoes.weight) == (1, "human", 3.0, 1.0)
+    boots = labelled["boots"]  # debiased CTR 0.1 * 2 = 0.2 >= 0.12
+    assert (boots.label, boots.label_source) == (1, "click")
+    socks = labelled["socks"]  # too few impressions for a click label
+    assert socks.label is None and socks.label_source is None
+    strict = {r["query"]: r for r in derive_labels(agg, PrepareConfig(click_labels=False)).collect()}
+    assert strict["boots"].label is None
+
+
+def test_split_is_deterministic_and_by_query(spark):
+    df = spark.range(5000).select(F.concat(F.lit("q"), (F.col("id") % 1000).cast("string")).alias("query"))
+    with_split = df.withColumn("split", split_column(F.col("query"), (0.8, 0.1, 0.1), "s"))
+    per_query = with_split.groupBy("query").agg(F.countDistinct("split").alias("n"))
+    assert per_query.where(F.col("n") > 1).count() == 0
+    shares = {r["split"]: r["count"] / 5000 for r in with_split.groupBy("split").count().collect()}
+    assert abs(shares["train"] - 0.8) < 0.06
+    again = df.withColumn("split", split_column(F.col("query"), (0.8, 0.1, 0.1), "s"))
+    assert with_split.exceptAll(again).count() == 0
+
+
+@pytest.fixture(scope="module")
+def dirty_logs(spark, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("logs") / "raw")
+    write_logs(synth_logs(spark, 20_000, seed=11, dirt=0.3), path)
+    return path
+
+
+def test_whole_job_reconciles_and_never_leaks(spark, dirty_logs, tmp_path):
+    out = tmp_path / "prepared"
+    manifest = run_prepare(spark, [dirty_logs], str(out), load_task_map("configs/tasks.yaml"), PrepareConfig())
+    assert manifest["input"]["rows"] == 20_000
+    assert manifest["accepted_rows"] + manifest["quarantined_rows"] == 20_000
+    assert sum(manifest["quarantine"].values()) == manifest["quarantined_rows"]
+    assert {"bad_date", "missing_query", "missing_ad_title", "invalid_market", "bad_impressions",
+            "clicks_exceed_impressions", "label_out_of_range"} <= set(manifest["quarantine"])
+    assert manifest["examples"]["duplicate_rows_removed"] > 0
+    on_disk = json.loads((out / "manifest.json").read_text())
+    assert on_disk["counts"] == manifest["counts"]
+
+    quarantine = spark.read.parquet(str(out / "quarantine"))
+    assert quarantine.count() == manifest["quarantined_rows"]
+    shards = spark.read.parquet(str(out / "shards"))
+    assert shards.count() == manifest["examples"]["written"]
+    assert shards.agg(F.sum("rows")).first()[0] + manifest["examples"]["unlabelled_rows"] == manifest[
+        "accepted_rows"
+    ]
+    assert shards.groupBy("query").agg(F.countDistinct("split").alias("n")).where("n > 1").count() == 0
+    assert shards.groupBy("example_id").count().where("count > 1").count() == 0
+    assert shards.where(~F.col("label").isin(0, 1)).count() == 0
+    assert shards.where(F.col("query") != F.lower(F.trim(F.col("query")))).count() == 0
+    assert shards.where(F.col("query").contains("&nbsp;") | F.col("ad_title").contains("&amp;")).count() == 0
+    assert shards.where(F.length("ad_description") > 1000).count() == 0
+    counted = sum(c["rows"] for split in manifest["counts"].values() for c in split.values())
+    assert counted == manifest["examples"]["written"]
+    part = next((out / "shards").glob("split=train/task=us-retail/*.parquet"))
+    assert "example_id" in pq.read_schema(part).names
+
+
+def test_rerun_replaces_output_and_same_input_gives_same_shards(spark, dirty_logs, tmp_path):
+    out = tmp_path / "prepared"
+    tm = load_task_map("configs/tasks.yaml")
+    first = run_prepare(spark, [dirty_logs], str(out), tm, PrepareConfig())
+    a = spark.read.parquet(str(out / "shards")).select("example_id", "split", "label").toPandas()
+    second = run_prepare(spark, [dirty_logs], str(out), tm, PrepareConfig())
+    b = spark.read.parquet(str(out / "shards")).select("example_id", "split", "label").toPandas()
+    assert first["counts"] == second["counts"]
+    key = ["example_id"]
+    assert a.sort_values(key).reset_index(drop=True).equals(b.sort_values(key).reset_index(drop=True))
+
+
+def test_failed_run_leaves_no_manifest(spark, dirty_logs, tmp_path):
+    out = tmp_path / "prepared"
+    run_prepare(spark, [dirty_logs], str(out), TASKS, PrepareConfig())
+    assert (out / "manifest.json").exists()
+    with pytest.raises(UserError):
+        run_prepare(spark, [dirty_logs, str(tmp_path / "missing")], str(out), TASKS, PrepareConfig())
+    assert not (out / "manifest.json").exists()
+
+
+def test_csv_and_json_inputs_and_task_by(spark, tmp_path):
+    df = synth_logs(spark, 2000, seed=4, dirt=0.2)
+    write_logs(df, str(tmp_path / "csv"), "csv")
+    write_logs(df, str(tmp_path / "json"), "json")
+    raw = read_raw(spark, [str(tmp_path / "csv"), str(tmp_path / "json")])
+    assert raw.count() == 4000
+    manifest = run_prepare(spark, [str(tmp_path / "json")], str(tmp_path / "out"), None,
+                           PrepareConfig(), task_by="vertical")
+    assert {t["name"] for t in manifest["tasks"]} == {
+        "retail", "travel", "finance", "automotive", "health", "education"}
+    assert manifest["accepted_rows"] + manifest["quarantined_rows"] == 2000
+
+
+def _cli(*args, timeout=300):
+    env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "PYSPARK_DRIVER_PYTHON": sys.executable}
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input", "/nonexistent/logs", "--task-map", "configs/tasks.yaml"], "input not found"),
+        (["--input", "configs", "--task-map", "configs/tasks.yaml"], "no Parquet"),
+        (["--input", "configs", "--task-map", "/nonexistent.yaml"], "task map not found"),
+    ],
+)
+def test_cli_user_errors_are_one_line(args, message, tmp_path):
+    result = _cli("prepare", *args, "--output", str(tmp_path / "o"))
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.cluster
+def test_prepare_on_local_cluster(tmp_path):
+    """The job ships to separate executor JVMs (and Python workers) unchanged."""
+    logs = str(tmp_path / "logs")
+    synth = _cli("synth", "--output", logs, "--rows", "3000", "--seed", "5", "--dirt", "0.2",
+                 "--master", "local[1]")
+    assert synth.returncode == 0, synth.stderr[-2000:]
+    out = tmp_path / "out"
+    result = _cli("prepare", "--input", logs, "--task-map", "configs/tasks.yaml", "--output", str(out),
+                  "--master", "local-cluster[2,1,1024]")
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["spark"]["master"].startswith("local-cluster")
+    assert manifest["accepted_rows"] + manifest["quarantined_rows"] == 3000
+    assert json.loads(result.stdout)["input"]["rows"] == 3000

@@ -1,0 +1,55 @@
+import pytest
+from pyspark.sql import functions as F
+
+from features.task_map import load_task_map, locale_column, parse_task_map, task_column
+from pipelines.errors import UserError
+
+
+def test_repo_task_map_is_valid_and_has_catch_all():
+    tm = load_task_map("configs/tasks.yaml")
+    assert len(tm.tasks) >= 8
+    assert tm.catch_all is not None and tm.catch_all.name == "other"
+    assert [t.id for t in tm.tasks] == list(range(len(tm.tasks)))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {},
+        {"tasks": []},
+        {"tasks": [{"name": "bad name!"}]},
+        {"tasks": [{"name": "a"}, {"name": "a"}]},
+        {"tasks": [{"name": "a", "markets": []}]},
+        {"tasks": [{"name": "a"}], "unmapped": "no way"},
+    ],
+)
+def test_malformed_task_maps_are_user_errors(data):
+    with pytest.raises(UserError):
+        parse_task_map(data)
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_task_map(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: [\n")
+    with pytest.raises(UserError, match="YAML"):
+        load_task_map(bad)
+
+
+def test_first_match_wins_and_unmapped(spark):
+    tm = parse_task_map(
+        {
+            "tasks": [
+                {"name": "us-retail", "markets": ["en-us"], "verticals": ["Retail"]},
+                {"name": "retail", "markets": ["*"], "verticals": ["retail"]},
+            ],
+            "unmapped": "quarantine",
+        }
+    )
+    df = spark.createDataFrame(
+        [("EN-us", "retail"), ("en_gb", "retail"), ("en-US", "travel")], "market string, vertical string"
+    )
+    market = locale_column(F.col("market"))
+    ids = [r[0] for r in df.select(task_column(tm, market, F.col("vertical"))).collect()]
+    assert ids == [0, 1, None]
