@@ -1,0 +1,142 @@
+"""Throughput of `adsrel prepare` on 1M and 4M synthetic rows with local[2], in one run.
+
+For each size: synth writes the raw logs (Parquet, seed 0, default dirt), then prepare runs in a
+fresh process (its own driver JVM) so that timings and peak memory do not leak between sizes.
+Reported per size: prepare job seconds and rows/s (the job itself, from session ready to manifest
+written), the whole process including JVM start, and peak resident memory of the driver JVM and of
+the driver's Python process. Then the 4M : 1M job-time ratio.
+
+Targets (issue 3): >= 75,000 rows/s at 4M; 4M : 1M time ratio <= 4.4.
+
+Run: python -m benchmarks.prepare_throughput [--sizes 1000000,4000000] [--workdir DIR] [--json PATH]
+Generated data goes under --workdir (default /tmp/adsrel-bench) and is removed afterwards unless
+--keep.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGET_ROWS_PER_S = 75_000
+TARGET_RATIO = 4.4
+MASTER = "local[2]"
+
+
+def _peak_rss_mib(pid: int) -> float:
+    """VmHWM (peak resident set) of a live process, in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def measure_one(raw: str, output: str) -> dict:
+    """Runs prepare once in this process and returns its figures (child side)."""
+    from features.task_map import load_task_map
+    from pipelines.prepare import PrepareConfig, run_prepare
+    from pipelines.spark import build_session
+
+    spark = build_session("adsrel-bench-prepare", MASTER, {"spark.ui.enabled": "false"})
+    jvm_pid = int(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid())
+    started = time.perf_counter()
+    manifest = run_prepare(spark, [raw], output, load_task_map("configs/tasks.yaml"), PrepareConfig())
+    seconds = time.perf_counter() - started
+    figures = {
+        "rows": manifest["input"]["rows"],
+        "job_s": seconds,
+        "jvm_peak_mib": _peak_rss_mib(jvm_pid),
+        "python_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "driver_memory": spark.conf.get("spark.driver.memory", "1g (default)"),
+        "quarantined_rows": manifest["quarantined_rows"],
+        "examples_written": manifest["examples"]["written"],
+    }
+    spark.stop()
+    return figures
+
+
+def synth(rows: int, path: str) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "synth", "--output", path, "--rows", str(rows),
+         "--seed", "0", "--master", MASTER],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    return time.perf_counter() - started
+
+
+def prepare_in_child(raw: str, output: str) -> dict:
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.prepare_throughput", "--child", raw, output],
+        check=True, capture_output=True, text=True,
+    )
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures["process_s"] = time.perf_counter() - started
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000000,4000000")
+    parser.add_argument("--workdir", default="/tmp/adsrel-bench")
+    parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument("--child", nargs=2, metavar=("RAW", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if args.child:
+        print(json.dumps(measure_one(*args.child)))
+        return 0
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    work = Path(args.workdir)
+    results = []
+    try:
+        for rows in sizes:
+            raw, out = str(work / f"raw-{rows}"), str(work / f"prepared-{rows}")
+            print(f"synth {rows} rows ...", file=sys.stderr, flush=True)
+            synth_s = synth(rows, raw)
+            print(f"prepare {rows} rows ...", file=sys.stderr, flush=True)
+            figures = prepare_in_child(raw, out)
+            figures["synth_s"] = synth_s
+            results.append(figures)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    print(f"adsrel prepare, master {MASTER}, {os.cpu_count()} CPUs, Spark driver memory "
+          f"{results[0]['driver_memory']}")
+    header = (f"{'rows':>10} {'job s':>8} {'rows/s':>10} {'process s':>10} {'synth s':>8} "
+              f"{'JVM peak MiB':>13} {'py peak MiB':>12} {'quarantined':>12} {'examples':>10}")
+    print(header)
+    for r in results:
+        print(f"{r['rows']:>10,} {r['job_s']:>8.1f} {r['rows'] / r['job_s']:>10,.0f} "
+              f"{r['process_s']:>10.1f} {r['synth_s']:>8.1f} {r['jvm_peak_mib']:>13,.0f} "
+              f"{r['python_peak_mib']:>12,.0f} {r['quarantined_rows']:>12,} {r['examples_written']:>10,}")
+    summary: dict = {"results": results}
+    if len(results) >= 2:
+        small, large = results[0], results[-1]
+        ratio = large["job_s"] / small["job_s"]
+        rate = large["rows"] / large["job_s"]
+        size_ratio = large["rows"] / small["rows"]
+        print(f"time ratio {large['rows']:,} : {small['rows']:,} = {ratio:.2f} "
+              f"(rows x{size_ratio:g}; target <= {TARGET_RATIO}) "
+              f"{'OK' if ratio <= TARGET_RATIO else 'MISSED'}")
+        print(f"throughput at {large['rows']:,} = {rate:,.0f} rows/s (target >= {TARGET_ROWS_PER_S:,}) "
+              f"{'OK' if rate >= TARGET_ROWS_PER_S else 'MISSED'}")
+        summary.update({"time_ratio": ratio, "rows_per_s_large": rate})
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
