@@ -1,6 +1,6 @@
 """Text normalisation shared by prepare and (later) scoring, so both see the same strings.
 
-The Python-only steps (unicode NFKC, HTML entities) run in one vectorised pandas UDF over all text
+The Python-only steps (unicode NFKC, HTML entities) run in one vectorised Arrow UDF over all text
 columns at once; everything Spark can do natively (whitespace, case, truncation) stays in the JVM.
 """
 
@@ -11,6 +11,8 @@ import re
 import unicodedata
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -28,25 +30,31 @@ def normalise_unicode(value: str | None) -> str | None:
     return unicodedata.normalize("NFKC", html.unescape(value))
 
 
-def normalise_unicode_series(values: pd.Series) -> pd.Series:
-    """Vectorised :func:`normalise_unicode`: only the values that need it go through Python."""
-    text = values.astype(object)
-    mask = text.notna() & text.astype(str).str.contains(_NEEDS_PYTHON.pattern, regex=True)
-    if not mask.any():
+def normalise_unicode_array(values: pa.Array) -> pa.Array:
+    """Vectorised :func:`normalise_unicode` on an Arrow string array: NFKC runs in Arrow's C++
+    kernel; only the values with an '&' go through Python's html.unescape first."""
+    if len(values) == 0 or not pc.any(pc.match_substring_regex(values, _NEEDS_PYTHON.pattern)).as_py():
         return values
-    out = text.copy()
-    out[mask] = [normalise_unicode(v) for v in text[mask]]
-    return out
+    entities = pc.fill_null(pc.match_substring(values, "&"), False)
+    if pc.any(entities).as_py():
+        decoded = [html.unescape(v) for v in pc.filter(values, entities).to_pylist()]
+        values = pc.replace_with_mask(values, entities, pa.array(decoded, type=values.type))
+    return pc.utf8_normalize(values, form="NFKC")
+
+
+def normalise_unicode_series(values: pd.Series) -> pd.Series:
+    """pandas twin of :func:`normalise_unicode_array` (for callers that hold pandas data)."""
+    out = normalise_unicode_array(pa.array(values, type=pa.string(), from_pandas=True))
+    return pd.Series(out.to_pylist(), index=values.index, dtype=object)
 
 
 def _unicode_udf(columns: tuple[str, ...]):
     schema = T.StructType([T.StructField(c, T.StringType(), True) for c in columns])
 
-    @F.pandas_udf(schema)
-    def normalise(*series: pd.Series) -> pd.DataFrame:
-        return pd.DataFrame(
-            {name: normalise_unicode_series(s) for name, s in zip(columns, series, strict=True)}
-        )
+    @F.arrow_udf(schema)
+    def normalise(*arrays: pa.Array) -> pa.Array:
+        fixed = [normalise_unicode_array(a) for a in arrays]
+        return pa.StructArray.from_arrays(fixed, names=list(columns))
 
     return normalise
 
@@ -65,8 +73,7 @@ def normalise_text_columns(
     ad copy keeps its case).
     """
     columns = tuple(limits)
-    unicode_fixed = _unicode_udf(columns)(*[F.col(c) for c in columns])
-    df = df.withColumn("_text", unicode_fixed)
+    df = df.withColumn("_text", _unicode_udf(columns)(*[F.col(c) for c in columns]))
     cleaned = {}
     for name, limit in limits.items():
         value = collapse_whitespace(F.col(f"_text.{name}"))

@@ -354,8 +354,10 @@ def split_column(query: Column, ratios: Sequence[float], salt: str) -> Column:
 
 
 def example_id_column() -> Column:
-    """Stable id of an example: a hash of normalised query, ad_id and market."""
-    return F.substring(F.sha2(F.concat_ws("\u001f", *[F.col(c) for c in KEY]), 256), 1, 20)
+    """Stable id of an example: 128 bits of xxhash64 over normalised query, ad_id and market."""
+    halves = [F.lpad(F.hex(F.xxhash64(F.lit(salt), *[F.col(c) for c in KEY])), 16, "0")
+              for salt in ("example-id-a", "example-id-b")]
+    return F.lower(F.concat(*halves))
 
 
 def with_split_and_ids(df: DataFrame, task_map: TaskMap, config: PrepareConfig) -> DataFrame:
