@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     merged.merge(3)
     base.requires_grad_(False)
 
-    print(f"threads={torch.get_num_threads()} batch={BATCH} seq={SEQ} tasks={TASKS} r={RANK} n={NUM_UP}", file=sys.stderr)
+    setup = f"threads={torch.get_num_threads()} batch={BATCH} seq={SEQ} tasks={TASKS} r={RANK} n={NUM_UP}"
+    print(setup, file=sys.stderr)
     print("timing train steps ...", file=sys.stderr)
     train = interleaved_medians(
         {
@@ -175,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         target = targets_by_ratio.get(name)
         flag = "" if target is None else ("  ok" if ratio <= target else "  MISSED")
         print(f"{name:<40}{ratio:>11.3f}x{'' if target is None else f'<= {target:.2f}':>10}{flag}")
-    for name, secs in {**{f"train {k}": v for k, v in train.items()}, **{f"infer {k}": v for k, v in infer.items()}}.items():
+    timings = {**{f"train {k}": v for k, v in train.items()}, **{f"infer {k}": v for k, v in infer.items()}}
+    for name, secs in timings.items():
         print(f"{name:<40}{secs * 1000:>10.1f}ms")
     for name, count in results["params"].items():
         print(f"trainable params {name:<23}{count:>12,}")
