@@ -75,47 +75,52 @@ class TaskLoRALinear(AdapterLayer):
         return (self.lora_B[task] @ self.lora_A[task]) * self.scaling
 
 
-class MultiLoRALinear(AdapterLayer):
-    """n parallel LoRAs summed with shared learned scales: ``(α/r) Σ_i s_i B_i A_i x``. Ignores the task."""
-
-    task_aware = False
+class ParallelLoRAs(AdapterLayer):
+    """n LoRAs side by side (``lora_A`` [n, r, in], ``lora_B`` [n, out, r]); subclasses say how they mix."""
 
     def __init__(
         self, base: nn.Linear, *, num_tasks: int, rank: int, num_up: int = 3, alpha: float = 16.0, dropout: float = 0.0
     ) -> None:
         super().__init__(base, num_tasks=num_tasks, rank=rank, alpha=alpha, dropout=dropout)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
+        self.factory = {"device": base.weight.device, "dtype": base.weight.dtype}
         self.num_up = num_up
-        self.lora_A = _down_weights(num_up, rank, self.in_features, factory)
-        self.lora_B = nn.Parameter(torch.zeros(num_up, self.out_features, rank, **factory))
-        self.lora_scales = nn.Parameter(torch.ones(num_up, **factory))
+        self.lora_A = _down_weights(num_up, rank, self.in_features, self.factory)
+        self.lora_B = nn.Parameter(torch.zeros(num_up, self.out_features, rank, **self.factory))
 
-    def down_weight(self, task: int = 0) -> torch.Tensor:
-        scales = (self.lora_scales * self.scaling).repeat_interleave(self.rank)
-        return scales[:, None] * self.lora_A.reshape(self.num_up * self.rank, self.in_features)
-
-    def down(self, x: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
-        return linear_tokens(x, self.down_weight())
+    def stacked_down(self) -> torch.Tensor:
+        """The n down-projections as one [n·r, in] matrix."""
+        return self.lora_A.reshape(self.num_up * self.rank, self.in_features)
 
     def up_weight(self) -> torch.Tensor:
         return concat_up(self.lora_B)
 
 
-class MoELoRALinear(AdapterLayer):
+class MultiLoRALinear(ParallelLoRAs):
+    """n parallel LoRAs summed with shared learned scales: ``(α/r) Σ_i s_i B_i A_i x``. Ignores the task."""
+
+    task_aware = False
+
+    def __init__(self, base: nn.Linear, **kwargs) -> None:
+        super().__init__(base, **kwargs)
+        self.lora_scales = nn.Parameter(torch.ones(self.num_up, **self.factory))
+
+    def down_weight(self, task: int = 0) -> torch.Tensor:
+        scales = (self.lora_scales * self.scaling).repeat_interleave(self.rank)
+        return scales[:, None] * self.stacked_down()
+
+    def down(self, x: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
+        return linear_tokens(x, self.down_weight())
+
+
+class MoELoRALinear(ParallelLoRAs):
     """n LoRA experts mixed per task by a softmax gate: ``(α/r) Σ_i g_ti B_i A_i x``, g_t = softmax(gate_t).
 
     The gate logits start at zero (uniform mixing) and are learned per task and layer.
     """
 
-    def __init__(
-        self, base: nn.Linear, *, num_tasks: int, rank: int, num_up: int = 3, alpha: float = 16.0, dropout: float = 0.0
-    ) -> None:
-        super().__init__(base, num_tasks=num_tasks, rank=rank, alpha=alpha, dropout=dropout)
-        factory = {"device": base.weight.device, "dtype": base.weight.dtype}
-        self.num_up = num_up
-        self.lora_A = _down_weights(num_up, rank, self.in_features, factory)
-        self.lora_B = nn.Parameter(torch.zeros(num_up, self.out_features, rank, **factory))
-        self.lora_gate = nn.Parameter(torch.zeros(num_tasks, num_up, **factory))
+    def __init__(self, base: nn.Linear, **kwargs) -> None:
+        super().__init__(base, **kwargs)
+        self.lora_gate = nn.Parameter(torch.zeros(self.num_tasks, self.num_up, **self.factory))
 
     def expert_weights(self) -> torch.Tensor:
         """g_t per task, [num_tasks, num_up], in float32."""
@@ -127,12 +132,9 @@ class MoELoRALinear(AdapterLayer):
         return gates.repeat_interleave(self.rank, dim=1)
 
     def down(self, x: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
-        z = linear_tokens(x, self.lora_A.reshape(self.num_up * self.rank, self.in_features))
+        z = linear_tokens(x, self.stacked_down())
         return z * self._gate_per_activation().index_select(0, task_ids)[:, None, :]
-
-    def up_weight(self) -> torch.Tensor:
-        return concat_up(self.lora_B)
 
     def down_weight(self, task: int) -> torch.Tensor:
         gate = self._gate_per_activation()[task]
-        return gate[:, None] * self.lora_A.reshape(self.num_up * self.rank, self.in_features)
+        return gate[:, None] * self.stacked_down()
