@@ -19,6 +19,7 @@ from pipelines.errors import UserError
 VERB_MODULES = (
     "pipelines.commands.synth",
     "pipelines.commands.prepare",
+    "pipelines.commands.train",
     "pipelines.commands.demo",
 )
 

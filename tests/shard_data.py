@@ -1,8 +1,9 @@
 """Tiny prepared shards written with pyarrow, in the exact layout of `adsrel prepare`, so the training
 and evaluation stages can be tested in seconds without Spark.
 
-The signal is learnable: a relevant ad repeats one of the query's words in its title. Task ``b`` (when
-present) flips the rule for ads that mention "cheap" so tasks disagree on a shared surface pattern.
+The signal is learnable even by a tiny frozen random encoder (bag of words): an ad is relevant when its
+title starts with buy/best/book, not when it starts with cheap/sale/deals/online. Task ``b`` (when
+present) has the opposite rule, so tasks disagree on the same surface pattern.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.tiny_models import WORDS
 SPLITS = ("train", "valid", "test")
 NOUNS = WORDS[:34]
 MODIFIERS = ("buy", "cheap", "best", "sale", "deals", "online", "book")
+GOOD, BAD = ("buy", "best", "book"), ("cheap", "sale", "deals", "online")
 
 
 def _rows(task: str, task_id: int, n: int, rng: np.random.Generator) -> list[dict]:
@@ -28,11 +30,9 @@ def _rows(task: str, task_id: int, n: int, rng: np.random.Generator) -> list[dic
         a, b = rng.choice(NOUNS, 2, replace=False)
         query = f"{a} {b}" if rng.random() < 0.5 else f"{rng.choice(MODIFIERS)} {a}"
         relevant = rng.random() < 0.4
-        shown = a if relevant else rng.choice([w for w in NOUNS if w not in (a, b)])
-        modifier = rng.choice(MODIFIERS)
-        label = int(relevant)
-        if task == "b" and modifier == "cheap":
-            label = 1 - label
+        shown = a if rng.random() < 0.5 else rng.choice([w for w in NOUNS if w not in (a, b)])
+        modifier = rng.choice(GOOD if relevant else BAD)
+        label = int(relevant) if task != "b" else 1 - int(relevant)
         example_id = hashlib.sha1(f"{task}|{query}|{shown}|{len(rows)}|{rng.random()}".encode()).hexdigest()[:16]
         rows.append({
             "example_id": example_id, "task_id": task_id, "query": query, "ad_id": example_id[:8],

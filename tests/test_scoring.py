@@ -62,6 +62,13 @@ def test_scorer_routes_tasks_the_same_way_by_name_id_and_segment(artifact, shard
     np.testing.assert_allclose(single, by_name[:5], rtol=1e-4, atol=1e-5)
 
 
+def test_tiny_tokenizer_knows_the_words_of_the_tiny_shards(artifact, shards):
+    scorer = Scorer.load(artifact)
+    ids = scorer.encoder.encode(read_split(shards, "valid").head(20))["input_ids"]
+    unknown = scorer.encoder.tokenizer.unk_token_id
+    assert all(unknown not in row for row in ids)
+
+
 def test_scorer_rejects_unknown_tasks(artifact):
     scorer = Scorer.load(artifact)
     frame = INPUT_EXAMPLE.assign(task="zz")

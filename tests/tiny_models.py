@@ -56,9 +56,8 @@ def tiny_tokenizer(directory: Path):
     from transformers import BertTokenizerFast
 
     directory.mkdir(parents=True, exist_ok=True)
-    vocab = directory / "vocab.txt"
-    vocab.write_text("\n".join([*SPECIAL, *WORDS, *"abcdefghijklmnopqrstuvwxyz0123456789|.-"]) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    tokens = [*SPECIAL, *WORDS, *"abcdefghijklmnopqrstuvwxyz0123456789|.-"]
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=True)
     tokenizer.save_pretrained(str(directory))
     return tokenizer
 

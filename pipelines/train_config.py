@@ -1,0 +1,139 @@
+"""TrainConfig: every knob of `adsrel train` in one dataclass (nanoGPT style), read from an optional
+YAML file and ``--set key=value`` overrides, validated before any work starts."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.backbone import DEFAULT_BACKBONE
+from models.config import LAMBDA_FORMS, METHODS
+from models.heads import HEADS
+from pipelines.errors import UserError
+
+PRECISIONS = ("auto", "no", "bf16", "fp16")
+SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+
+
+@dataclass
+class TrainConfig:
+    # model
+    method: str = "mtl_lora"
+    backbone: str = DEFAULT_BACKBONE
+    rank: int = 8
+    num_up: int = 3
+    temperature: float = 0.1
+    alpha: float = 16.0
+    dropout: float = 0.0
+    lambda_form: str = "full"
+    target_modules: list[str] | str | None = None
+    head: str = "per_task"
+    head_dropout: float = 0.1
+    pooling: str = "auto"
+    # data
+    max_length: int = 128
+    segment_in_text: bool = False
+    task_sampling_temperature: float = 2.0
+    tasks: list[str] | None = None  # train on these manifest tasks only (all by default)
+    bucket_factor: int = 50  # batches tokenised together and grouped by length
+    valid_max_rows: int = 20_000  # per task
+    # optimisation
+    epochs: float = 1.0
+    max_steps: int = 0  # > 0 overrides epochs
+    batch_size: int = 32  # per process; global = batch_size x processes x grad_accum
+    grad_accum: int = 1
+    lr: float = 5e-4
+    weight_decay: float = 0.0
+    lr_schedule: str = "linear"
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # bf16 where the hardware has it
+    seed: int = 0
+    # validation, checkpoints, logging
+    eval_every: int = 0  # steps; 0 = once per epoch
+    early_stopping_patience: int = 0  # evaluations without a better macro AUC; 0 = never stop early
+    checkpoint_every: int = 0  # steps; 0 = at each evaluation
+    keep_checkpoints: int = 2
+    resume: bool = True  # continue from the last checkpoint in <output>/checkpoints if its config matches
+    log_every: int = 20
+    mlflow: bool = True
+    register: bool = True
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.method in METHODS, f"method must be one of {', '.join(METHODS)}"),
+            (self.lambda_form in LAMBDA_FORMS, f"lambda_form must be one of {', '.join(LAMBDA_FORMS)}"),
+            (self.head in HEADS, f"head must be one of {', '.join(HEADS)}"),
+            (self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {', '.join(PRECISIONS)}"),
+            (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
+            (self.max_length >= 8, "max_length must be >= 8"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.epochs > 0 or self.max_steps > 0, "give epochs > 0 or max_steps > 0"),
+            (self.task_sampling_temperature > 0, "task_sampling_temperature must be > 0"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"config: {message}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def training_identity(self) -> dict[str, Any]:
+        """The keys that decide the trained weights: a checkpoint resumes only under the same ones."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUNTIME_KEYS}
+
+
+# Keys that change how a run is watched or kept, not what it computes.
+RUNTIME_KEYS = frozenset({"resume", "log_every", "mlflow", "register", "keep_checkpoints", "checkpoint_every"})
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (numbers, booleans, lists: ``target_modules=[query,value]``)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise UserError(f"--set expects key=value, got {item!r}")
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return key.strip(), raw
+
+
+def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    values: dict[str, Any] = {}
+    if path:
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise UserError(f"config not found: {path}") from None
+        except yaml.YAMLError as exc:
+            raise UserError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config {path} must be a mapping of training keys")
+        values.update(data)
+    for item in overrides or []:
+        key, value = parse_override(item)
+        values[key] = value
+    unknown = sorted(set(values) - set(FIELDS))
+    if unknown:
+        raise UserError(f"config: unknown key {unknown[0]!r} (known: {', '.join(sorted(FIELDS))})")
+    for key, value in list(values.items()):
+        kind = FIELDS[key].type
+        try:
+            if kind == "int" and not isinstance(value, bool):
+                values[key] = int(value)
+            elif kind == "float":
+                values[key] = float(value)
+            elif kind == "bool" and not isinstance(value, bool):
+                raise ValueError
+        except (TypeError, ValueError):
+            raise UserError(f"config: {key} must be {kind}, got {value!r}") from None
+    return TrainConfig(**values)
