@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -234,7 +235,9 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
     precision = config.mixed_precision
     if precision == "auto":
         precision = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum)
+    # Accelerate runs several CPU processes (gloo) only when told to use the CPU.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum, cpu=multi_cpu)
     main = accelerator.is_main_process
     world = accelerator.num_processes
     set_seed(config.seed)
