@@ -325,12 +325,14 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
 
     progress = Progress(total_steps, state["step"], config.log_every, main)
     model.train()
-    examples, started, loss_sum, loss_count = 0, time.perf_counter(), 0.0, 0
+    # examples/s counts the training steps only (data, forward, backward, update), not validation/checkpoints
+    examples, train_seconds, loss_sum, loss_count = 0, 0.0, 0.0, 0
     valid: dict[str, float | None] = {}
     stopped_early = False
     rank = accelerator.process_index
     try:
         for step in range(state["step"] + 1, total_steps + 1):
+            step_started = time.perf_counter()
             for _ in range(config.grad_accum):
                 plan, rows = batches.next_batch()
                 rows = rows[rank * config.batch_size : (rank + 1) * config.batch_size]
@@ -359,8 +361,9 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
                 loss_count += 1
                 examples += len(rows) * world
             scheduler.step()
+            train_seconds += time.perf_counter() - step_started
             stats = {"loss": loss_sum / max(1, loss_count), "lr": scheduler.get_last_lr()[0],
-                     "examples_per_s": examples / max(1e-9, time.perf_counter() - started)}
+                     "examples_per_s": examples / max(1e-9, train_seconds)}
             progress.update(step, stats)
             if step % config.log_every == 0 or step == total_steps:
                 if run is not None:
@@ -406,7 +409,7 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
 
             mlflow.end_run(status="KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
 
-    rate = examples / max(1e-9, time.perf_counter() - started)
+    rate = examples / max(1e-9, train_seconds)
     result = TrainResult(output=output, steps=state["step"], best_macro_auc=state["best_macro_auc"],
                          examples_per_second=rate, valid=valid, run_id=state["run_id"])
     accelerator.wait_for_everyone()
