@@ -423,7 +423,11 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
                                 "train/best_step": float(state["best_step"])})
         staged = stage_artifact(output)
         try:
-            ref = log_model(staged, register=config.register)
+            example = None
+            if len(valid_frame):  # a real row of a task this model knows, as the signature's example
+                example = valid_frame.head(1)[["query", "ad_title", "ad_description", "display_url"]].assign(
+                    task=names[int(valid_frame["task_id"].iloc[0])])
+            ref = log_model(staged, register=config.register, input_example=example)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         result.model_version = ref.version
