@@ -5,7 +5,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test lint bench bench-quality demo clean
 
 # The stamp depends on setup.cfg so a change of dependencies reinstalls.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -28,6 +28,10 @@ BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.
 
 bench: install
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m $$b || exit 1; done
+
+# Quality of every method per segment (issue 6): about an hour on 2 cores; see benchmarks/quality.py.
+bench-quality: install
+	$(PY) -m benchmarks.quality
 
 demo: install
 	$(VENV)/bin/adsrel demo

@@ -38,10 +38,11 @@ class ModelRef:
 
 
 def set_experiment() -> None:
-    """The ads-relevance experiment on the tracking URI of MLFLOW_TRACKING_URI (or MLflow's default)."""
+    """The ads-relevance experiment (MLFLOW_EXPERIMENT_NAME overrides it, as in MLflow) on the tracking
+    URI of MLFLOW_TRACKING_URI (or MLflow's default)."""
     import mlflow
 
-    mlflow.set_experiment(EXPERIMENT)
+    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT)
 
 
 def signature():
