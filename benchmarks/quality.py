@@ -219,12 +219,17 @@ def main() -> int:
             log(f"WARNING {method}: {count:,} trainable parameters is outside ±15% of {target:,} at integer ranks")
 
     results_path = args.workdir / "results.json"
-    results: list[dict] = []
+    # A rerun with the same --workdir keeps the runs already measured (an interrupted benchmark resumes).
+    results: list[dict] = json.loads(results_path.read_text())["runs"] if results_path.exists() else []
+    done = {(r["variant"], r["seed"]) for r in results}
     client = MlflowClient()
     variants = args.variants.split(",")
     for seed in [int(s) for s in args.seeds.split(",")]:
         for variant in variants:
             out = args.workdir / "models" / f"{variant}-seed{seed}"
+            if (variant, seed) in done:
+                log(f"seed {seed} {variant}: already in {results_path}, kept")
+                continue
             config = load_train_config(None, variant_overrides(variant, ranks, args, seed))
             with shared_lock(args.lock):
                 t0 = time.perf_counter()
