@@ -37,7 +37,7 @@ def _rows(task: str, task_id: int, n: int, rng: np.random.Generator) -> list[dic
         rows.append({
             "example_id": example_id, "task_id": task_id, "query": query, "ad_id": example_id[:8],
             "advertiser_id": "adv1", "ad_title": f"{modifier} {shown}", "ad_description": f"{shown} online",
-            "display_url": f"{shown}.online", "market": "en-US", "vertical": task, "label": label,
+            "display_url": f"{shown}", "market": "en-US", "vertical": task, "label": label,
             "weight": 1.0, "label_source": "human", "grade": 3 if label else 0, "impressions": 10,
             "clicks": 1, "position": 1.0, "observations": 1, "rows": 1,
         })
