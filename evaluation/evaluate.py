@@ -13,6 +13,7 @@ import hashlib
 import math
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -219,8 +220,10 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
         mlflow.log_dict(report, REPORT_ARTIFACT)
         name = Path(data["shards"]).name or "shards"
         digest = data["manifest_digest"].split(":", 1)[-1][:32]  # MLflow keeps at most 36 characters
-        mlflow.log_input(MetaDataset(resolve_dataset_source(data["shards"]), name=f"{name}/{data['split']}",
-                                     digest=digest), context=data["split"])
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local directory it is
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(data["shards"])
+        mlflow.log_input(MetaDataset(source, name=f"{name}/{data['split']}", digest=digest), context=data["split"])
         with tempfile.TemporaryDirectory(prefix="adsrel-plots-") as tmp:
             kwargs = {}
             if scored is not None:
