@@ -255,11 +255,15 @@ METRIC_KEYS = ("n", "positives", *RANKING_METRICS, "precision_at_threshold", "re
 
 def macro_average(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Mean over the tasks where each metric is defined (n and positives are summed); ``tasks`` says
-    how many tasks each mean covers."""
+    how many tasks each mean covers. The mean of per-task interval bounds is no interval of the
+    mean, so the macro has no ``*_ci_*`` values (None)."""
     out: dict[str, Any] = {m: int(sum(t.get(m) or 0 for t in per_task.values())) for m in COUNT_METRICS}
     covered: dict[str, int] = {}
     for metric in METRIC_KEYS:
         if metric in COUNT_METRICS:
+            continue
+        if "_ci_" in metric:
+            out[metric] = None
             continue
         values = [t[metric] for t in per_task.values() if t.get(metric) is not None]
         out[metric] = float(np.mean(values)) if values else None

@@ -49,7 +49,7 @@ def trained(store, shards, tmp_path_factory):
     """mtl_lora trained for a few steps (learning is tests/test_train.py's business) with platt
     calibration, logged and registered as ads-relevance v1."""
     backbone = tiny_backbone_dir(tmp_path_factory.mktemp("backbone"))
-    settings = {"backbone": backbone, "batch_size": 16, "max_steps": 16, "lr": 0.01, "eval_every": 16,
+    settings = {"backbone": backbone, "batch_size": 16, "max_steps": 8, "lr": 0.01, "eval_every": 8,
                 "head_dropout": 0.0, "max_length": 32, "bucket_factor": 4, "rank": 4, "calibration": "platt"}
     config = load_train_config(None, [f"{k}={v}" for k, v in settings.items()])
     output = tmp_path_factory.mktemp("model")

@@ -106,6 +106,8 @@ def test_macro_averages_defined_tasks_and_micro_pools_rows():
     assert report["tasks"]["c"]["roc_auc"] is None and report["tasks"]["e"]["n"] == 0
     assert report["macro"]["roc_auc"] == pytest.approx(np.mean([1.0, 0.0, 1.0]))
     assert report["macro"]["tasks"]["roc_auc"] == 3
+    assert report["macro"]["roc_auc_ci_low"] is None  # a mean of bounds is no interval
+    assert report["micro"]["roc_auc_ci_low"] is not None
     assert report["macro"]["n"] == 8 and report["macro"]["positives"] == 5
     assert report["micro"]["roc_auc"] == pytest.approx(roc_auc_score(y, s))
     json.dumps(report)
