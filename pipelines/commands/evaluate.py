@@ -39,8 +39,11 @@ def run(args: argparse.Namespace) -> int:
                             threshold=args.threshold, seed=args.seed)
     if args.report:
         path = Path(args.report)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(result.report, indent=2) + "\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(result.report, indent=2) + "\n")
+        except OSError as exc:
+            raise UserError(f"cannot write --report {path}: {exc.strerror or exc}") from None
         log(f"report written to {path}")
     if args.mlflow:
         run_id = log_evaluation(result.report, scored=result.scored, model=result.scorer)
