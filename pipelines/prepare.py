@@ -397,8 +397,8 @@ def _write_manifest(output: Path, manifest: dict) -> None:
     os.replace(tmp, output / "manifest.json")
 
 
-def _progress(message: str) -> None:
-    print(f"adsrel prepare: {message}", file=sys.stderr, flush=True)
+def _progress(message: str, started: float) -> None:
+    print(f"adsrel prepare: [{time.time() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
 def discover_task_map(raw: DataFrame, task_by: str) -> TaskMap:
@@ -435,7 +435,7 @@ def run_prepare(
         task_map = discover_task_map(raw, task_by)
     checked = with_reason(raw, task_map)
 
-    _progress("pass 1: validating and writing quarantine")
+    _progress("pass 1: validating and writing quarantine", started)
     reasons = [r for r in REASONS if r != "unmapped" or task_map]
     counts = Observation("reasons")
     quarantined = checked.observe(counts, *_count_reasons(reasons)).where(F.col("reason").isNotNull())
@@ -447,7 +447,7 @@ def run_prepare(
     input_rows = int(seen["input_rows"])
     quarantined_rows = sum(quarantine.values())
 
-    _progress(f"pass 2: {input_rows - quarantined_rows} accepted rows -> examples")
+    _progress(f"pass 2: {input_rows - quarantined_rows} accepted rows -> examples", started)
     accepted_seen = Observation("accepted")
     written_seen = Observation("examples")
     accepted = checked.where(F.col("reason").isNull()).observe(
@@ -474,7 +474,7 @@ def run_prepare(
         )
     ex = {k: int(v or 0) for k, v in written_seen.get.items()}
 
-    _progress("counting shards")
+    _progress("counting shards", started)
     split_counts: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SPLITS}
     if (out / "shards").exists() and any((out / "shards").glob("split=*")):
         rows = (
@@ -514,5 +514,6 @@ def run_prepare(
         "seconds": round(time.time() - started, 2),
     }
     _write_manifest(out, manifest)
+    _progress(f"manifest written: {manifest['examples']['written']} examples", started)
     return manifest
 
