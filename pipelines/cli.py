@@ -20,6 +20,7 @@ VERB_MODULES = (
     "pipelines.commands.synth",
     "pipelines.commands.prepare",
     "pipelines.commands.train",
+    "pipelines.commands.evaluate",
     "pipelines.commands.promote",
     "pipelines.commands.demo",
 )

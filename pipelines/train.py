@@ -196,6 +196,26 @@ def save_artifact(model: RelevanceModel, output: Path, tokenizer: Any, manifest:
     shutil.rmtree(staging, ignore_errors=True)
 
 
+def calibrate_artifact(output: Path, frame: pd.DataFrame, names: list[str], method: str) -> dict[str, Any]:
+    """Fit per-task calibrators (evaluation.calibration) on the best model's scores of the valid frame
+    and store them as ``calibrators`` in its adsrel_model.json, which the Scorer then applies."""
+    from evaluation.calibration import fit_calibrators
+    from models.scoring import Scorer
+
+    scorer = Scorer.load(output)
+    scorer.meta["calibrators"] = None  # fit on raw scores, even if an earlier run left calibrators
+    probs = scorer.predict(frame)
+    tasks = np.asarray(names, dtype=object)[frame["task_id"].to_numpy(dtype=np.int64)]
+    calibrators = fit_calibrators(frame["label"].to_numpy(), probs, tasks, method)
+    meta_path = output / META_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["calibrators"] = calibrators or None
+    staged = meta_path.with_suffix(".json.tmp")
+    staged.write_text(json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    staged.replace(meta_path)
+    return calibrators
+
+
 def latest_checkpoint(directory: Path) -> Path | None:
     done = sorted(p for p in directory.glob("step-*") if (p / TRAINER_STATE).is_file())
     return done[-1] if done else None
@@ -412,6 +432,9 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
     rate = examples / max(1e-9, train_seconds)
     result = TrainResult(output=output, steps=state["step"], best_macro_auc=state["best_macro_auc"],
                          examples_per_second=rate, valid=valid, run_id=state["run_id"])
+    if main and config.calibration != "none" and state["best_step"] is not None and len(valid_frame):
+        calibrators = calibrate_artifact(output, valid_frame, names, config.calibration)
+        log(f"{config.calibration} calibration fitted on the valid split for: {', '.join(calibrators) or 'no task'}")
     accelerator.wait_for_everyone()
     if run is not None:
         import mlflow

@@ -17,6 +17,7 @@ from pipelines.errors import UserError
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant_with_warmup")
+CALIBRATIONS = ("none", "platt", "isotonic")  # evaluation.calibration.METHODS (not imported: no sklearn here)
 
 
 @dataclass
@@ -60,6 +61,8 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = True  # continue from the last checkpoint in <output>/checkpoints if its config matches
     log_every: int = 20
+    # per-task calibration of the best model's scores, fitted on the valid split (evaluation.calibration)
+    calibration: str = "none"  # none, platt, isotonic
     mlflow: bool = True
     register: bool = True
 
@@ -76,6 +79,7 @@ class TrainConfig:
             (self.epochs > 0 or self.max_steps > 0, "give epochs > 0 or max_steps > 0"),
             (self.task_sampling_temperature > 0, "task_sampling_temperature must be > 0"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.calibration in CALIBRATIONS, f"calibration must be one of {', '.join(CALIBRATIONS)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,0 +1,235 @@
+"""Offline evaluation of a model artifact on one split of prepared shards, and its MLflow record.
+
+``evaluate_model`` scores the split through the one scoring path (``models.scoring.Scorer``: text,
+task routing and calibration exactly as in serving) and returns the report of the design contract:
+``{"tasks": {task: metrics}, "macro": {...}, "micro": {...}}`` plus where the model and the data came
+from. ``log_evaluation`` records it in MLflow (metrics ``eval/<task>/<metric>``, the per-task table,
+the report JSON, plots, the evaluated dataset) in a run tagged with the model and data identities.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from evaluation.metrics import evaluate_tasks
+from pipelines.errors import UserError
+
+REPORT_ARTIFACT = "evaluation_report.json"
+TABLE_ARTIFACT = "evaluation_table.json"
+MARKDOWN_ARTIFACT = "evaluation_table.md"
+PLOTS_DIR = "plots"
+# Columns of the printed / logged table, in order.
+TABLE_METRICS = ("n", "positives", "roc_auc", "pr_auc", "precision_at_recall_0.8", "recall_at_precision_0.9",
+                 "precision_at_threshold", "recall_at_threshold", "log_loss", "brier", "ece")
+
+
+def log(message: str) -> None:
+    print(f"adsrel evaluate: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Evaluation:
+    """A report with what produced it: the scored rows (task, label, score) and the scorer."""
+
+    report: dict[str, Any]
+    scored: pd.DataFrame
+    scorer: Any
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """sha256 of adsrel_model.json + adapter.safetensors: the identity of the trained model."""
+    from models.artifact import META_FILE, WEIGHTS_FILE
+
+    digest = hashlib.sha256()
+    for name in (META_FILE, WEIGHTS_FILE):
+        path = Path(model_dir) / name
+        if path.is_file():
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+def training_run_id(model: str) -> str | None:
+    """The MLflow run that produced a runs:/ or models:/ model (None for a directory or if unknown)."""
+    if model.startswith("runs:/"):
+        return model[len("runs:/"):].split("/", 1)[0] or None
+    if not model.startswith("models:/"):
+        return None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    ref = model[len("models:/"):].split("/")
+    client = mlflow.MlflowClient()
+    try:
+        if "@" in ref[0]:
+            name, alias = ref[0].split("@", 1)
+            return client.get_model_version_by_alias(name, alias).run_id
+        if len(ref) >= 2 and ref[1].isdigit():
+            return client.get_model_version(ref[0], ref[1]).run_id
+    except MlflowException:
+        return None
+    return None
+
+
+def run_evaluation(model: str | Path, shards: str | Path, *, split: str = "test", bootstrap: int = 1000,
+                   threshold: float = 0.5, seed: int = 0) -> Evaluation:
+    """Score ``split`` of ``shards`` with ``model`` (directory, runs:/ or models:/ URI) and measure it."""
+    from models.artifact import ArtifactError
+    from models.scoring import Scorer
+    from pipelines.model_uri import resolve_model_dir
+    from pipelines.shards import MODEL_COLUMNS, manifest_digest, read_split
+
+    if bootstrap < 0:
+        raise UserError(f"--bootstrap must be >= 0, got {bootstrap}")
+    if not 0.0 <= threshold <= 1.0:
+        raise UserError(f"threshold must be in [0, 1], got {threshold}")
+    frame = read_split(shards, split, columns=MODEL_COLUMNS)  # checks the manifest and the split first
+    model_dir = resolve_model_dir(str(model))
+    try:
+        scorer = Scorer.load(model_dir)
+    except (ArtifactError, OSError) as exc:
+        raise UserError(f"cannot load the model in {model_dir}: {str(exc).splitlines()[0]}") from None
+    log(f"scoring {len(frame)} rows of split {split!r} ({frame['task'].nunique()} tasks) with {model}")
+    try:
+        scores = scorer.predict(frame)
+    except ValueError as exc:
+        raise UserError(f"the model cannot score these shards: {exc}") from None
+    labels = frame["label"].to_numpy().astype(np.int64)
+    tasks = frame["task"].to_numpy(dtype=object)
+    log(f"metrics with {bootstrap} bootstrap resamples")
+    report = evaluate_tasks(labels, scores, tasks, threshold=threshold, bootstrap=bootstrap, seed=seed,
+                            task_order=scorer.task_names)
+    meta = scorer.meta
+    report["model"] = {"uri": str(model), "dir": str(model_dir), "method": meta.get("method"),
+                       "digest": model_digest(model_dir), "calibrated": bool(meta.get("calibrators")),
+                       "training_run_id": training_run_id(str(model)),
+                       "training_manifest_digest": (meta.get("data") or {}).get("manifest_digest")}
+    report["data"] = {"shards": str(Path(shards).resolve()), "split": split, "rows": len(frame),
+                      "manifest_digest": manifest_digest(shards)}
+    report["settings"] = {"threshold": threshold, "bootstrap": bootstrap, "seed": seed, "ci_level": 0.95}
+    report["complete"] = True
+    scored = pd.DataFrame({"task": tasks, "label": labels, "score": scores})
+    return Evaluation(report=report, scored=scored, scorer=scorer)
+
+
+def evaluate_model(model: str | Path, shards: str | Path, *, split: str = "test", bootstrap: int = 1000,
+                   threshold: float = 0.5, seed: int = 0) -> dict[str, Any]:
+    """The evaluation report (JSON-serialisable) of ``model`` on ``split`` of ``shards``."""
+    return run_evaluation(model, shards, split=split, bootstrap=bootstrap, threshold=threshold, seed=seed).report
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    return f"{value:.4f}"
+
+
+def table_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per task, then macro and micro: the metrics of TABLE_METRICS, the ROC AUC interval and
+    why undefined metrics are undefined."""
+    rows = []
+    scopes = [(task, m) for task, m in report["tasks"].items()] + [("macro", report["macro"]),
+                                                                   ("micro", report["micro"])]
+    for name, metrics in scopes:
+        row: dict[str, Any] = {"task": name}
+        row.update({m: metrics.get(m) for m in TABLE_METRICS})
+        low, high = metrics.get("roc_auc_ci_low"), metrics.get("roc_auc_ci_high")
+        row["roc_auc_95ci"] = f"[{low:.3f}, {high:.3f}]" if low is not None and high is not None else None
+        reasons = metrics.get("reasons") or {}
+        row["note"] = "; ".join(sorted(set(reasons.values()))) if reasons else ""
+        rows.append(row)
+    return rows
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    """The per-task table (plus macro and micro) as GitHub markdown."""
+    rows = table_rows(report)
+    columns = ["task", "n", "positives", "roc_auc", "roc_auc_95ci", *TABLE_METRICS[3:], "note"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    for row in rows:
+        cells = [row[c] if c in ("task", "note", "roc_auc_95ci") and row[c] is not None else _fmt(row[c])
+                 for c in columns]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def metric_items(report: dict[str, Any]) -> dict[str, float]:
+    """MLflow metrics ``eval/<task>/<metric>``, ``eval/macro/...``, ``eval/micro/...`` (numbers only)."""
+    out: dict[str, float] = {}
+    scopes = list(report["tasks"].items()) + [("macro", report["macro"]), ("micro", report["micro"])]
+    for name, metrics in scopes:
+        for key, value in metrics.items():
+            if isinstance(value, bool) or not isinstance(value, int | float | np.number):
+                continue
+            if math.isfinite(float(value)):
+                out[f"eval/{name}/{key}"] = float(value)
+    return out
+
+
+def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
+                   champion_report: dict[str, Any] | None = None, scored: pd.DataFrame | None = None,
+                   model: Any = None) -> str:
+    """Record ``report`` in MLflow and return the run id: in ``run_id`` if given, else a new run of the
+    ads-relevance experiment. Tags name the model (uri, digest, its training run) and the data
+    (manifest digest, split). ``scored`` (task, label, score rows) adds ROC/PR/calibration plots;
+    ``model`` (or the report's model directory) adds the MTL-LoRA structure plots."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from evaluation.plots import write_plots
+    from pipelines.mlflow_model import set_experiment
+
+    info, data = report["model"], report["data"]
+    tags = {"stage": "evaluate", "adsrel.model_uri": info["uri"], "adsrel.model_digest": info["digest"],
+            "adsrel.manifest_digest": data["manifest_digest"], "adsrel.split": data["split"],
+            "method": str(info.get("method"))}
+    if info.get("training_run_id"):
+        tags["adsrel.evaluated_run_id"] = info["training_run_id"]
+    model_tasks = None
+    if model is None and info.get("method") == "mtl_lora" and Path(info["dir"]).is_dir():
+        from models.scoring import Scorer
+
+        scorer = Scorer.load(info["dir"])
+        model, model_tasks = scorer.model, scorer.task_names
+    elif model is not None and hasattr(model, "model"):  # a Scorer
+        model, model_tasks = model.model, model.task_names
+    if run_id is None:
+        set_experiment()
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"evaluate-{data['split']}") as run:
+        mlflow.set_tags(tags)
+        mlflow.log_params({"eval.split": data["split"], "eval.threshold": report["settings"]["threshold"],
+                           "eval.bootstrap": report["settings"]["bootstrap"]})
+        mlflow.log_metrics(metric_items(report))
+        table = pd.DataFrame(table_rows(report))
+        mlflow.log_table(data=table, artifact_file=TABLE_ARTIFACT)
+        mlflow.log_text(markdown_table(report), MARKDOWN_ARTIFACT)
+        mlflow.log_dict(report, REPORT_ARTIFACT)
+        name = Path(data["shards"]).name or "shards"
+        digest = data["manifest_digest"].split(":", 1)[-1][:32]  # MLflow keeps at most 36 characters
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local directory it is
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(data["shards"])
+        mlflow.log_input(MetaDataset(source, name=f"{name}/{data['split']}", digest=digest), context=data["split"])
+        with tempfile.TemporaryDirectory(prefix="adsrel-plots-") as tmp:
+            kwargs = {}
+            if scored is not None:
+                kwargs = {"labels": scored["label"].to_numpy(), "scores": scored["score"].to_numpy(),
+                          "tasks": scored["task"].to_numpy(dtype=object)}
+            write_plots(tmp, report, model=model, model_tasks=model_tasks, champion_report=champion_report,
+                        **kwargs)
+            mlflow.log_artifacts(tmp, PLOTS_DIR)
+        return run.info.run_id

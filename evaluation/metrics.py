@@ -1,0 +1,289 @@
+"""Offline metrics of a binary relevance scorer, per task, macro and micro.
+
+Small pure numpy functions (scikit-learn conventions: ``labels`` in {0, 1}, ``scores`` higher = more
+relevant). A metric that a task's data cannot define (ROC AUC of a task with one class) is ``None``
+and :func:`task_metrics` says why in ``reasons``; the other metrics of that task are still computed.
+
+ROC AUC and average precision are computed from the score-sorted, tie-grouped counts of positives
+and negatives. The same code takes bootstrap resamples as count matrices (one row per resample), so
+the confidence intervals are a few vectorised numpy passes instead of a Python loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+RECALL_LEVELS = (0.5, 0.8, 0.9)
+PRECISION_LEVELS = (0.9,)
+ECE_BINS = 10
+EPS = 1e-15
+# Metrics that need both classes; the ones macro averages; n and positives are summed instead.
+RANKING_METRICS = ("roc_auc", "pr_auc", *(f"precision_at_recall_{r}" for r in RECALL_LEVELS),
+                   *(f"recall_at_precision_{p}" for p in PRECISION_LEVELS))
+CI_METRICS = ("roc_auc", "pr_auc")
+COUNT_METRICS = ("n", "positives")
+# Cells of a bootstrap count matrix processed at once (memory bound: ~8 bytes per cell, a few arrays).
+_CHUNK_CELLS = 4_000_000
+
+
+def _check(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(labels).reshape(-1)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if y.shape != s.shape:
+        raise ValueError(f"labels and scores differ in length: {y.shape[0]} != {s.shape[0]}")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError("labels must be 0 or 1")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN")
+    return y.astype(np.int8), s
+
+
+def class_reason(labels: Any) -> str | None:
+    """Why ranking metrics are undefined for ``labels`` (None when both classes are present)."""
+    y = np.asarray(labels)
+    if y.size == 0:
+        return "undefined: no rows"
+    positives = int(y.sum())
+    if positives == 0:
+        return "undefined: only negatives"
+    if positives == y.size:
+        return "undefined: only positives"
+    return None
+
+
+def _grouped(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Order by descending score; the group (distinct score) of each row and the number of groups."""
+    order = np.argsort(-s, kind="mergesort")
+    sorted_scores = s[order]
+    new_group = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
+    return order, np.cumsum(new_group) - 1, np.asarray(new_group.sum())
+
+
+def _group_counts(weights: np.ndarray, y: np.ndarray, order: np.ndarray, group: np.ndarray,
+                  groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positive and negative counts per score group (descending), [resamples, groups]. ``weights``
+    are given in score order (row counts of a resample); each group is a contiguous slice summed by
+    one ``reduceat``."""
+    w = weights
+    ys = y[order].astype(np.float64)
+    if not ys.size:
+        return np.zeros((w.shape[0], 0)), np.zeros((w.shape[0], 0))
+    starts = np.flatnonzero(np.r_[True, np.diff(group) > 0])
+    pos = np.add.reduceat(w * ys, starts, axis=1)
+    neg = np.add.reduceat(w * (1.0 - ys), starts, axis=1)
+    return pos, neg
+
+
+def _auc_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Mann-Whitney ROC AUC per row; ties count one half. NaN where a row lacks a class."""
+    neg_below = neg[:, ::-1].cumsum(axis=1)[:, ::-1] - neg  # negatives with a lower score
+    wins = (pos * (neg_below + 0.5 * neg)).sum(axis=1)
+    total = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, wins / total, np.nan)
+
+
+def _ap_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Average precision per row: sum over thresholds of (R_k - R_{k-1}) * P_k (as scikit-learn)."""
+    tp, fp = pos.cumsum(axis=1), neg.cumsum(axis=1)
+    total = pos.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        ap = (pos * precision).sum(axis=1) / total
+        return np.where((total > 0) & (neg.sum(axis=1) > 0), ap, np.nan)
+
+
+def roc_auc(labels: Any, scores: Any) -> float | None:
+    """Area under the ROC curve (ties count one half); None when ``labels`` hold one class."""
+    y, s = _check(labels, scores)
+    if class_reason(y):
+        return None
+    order, group, groups = _grouped(y, s)
+    pos, neg = _group_counts(np.ones((1, y.size)), y, order, group, int(groups))
+    return float(_auc_from_counts(pos, neg)[0])
+
+
+def pr_auc(labels: Any, scores: Any) -> float | None:
+    """Average precision (area under the step precision-recall curve); None with one class."""
+    y, s = _check(labels, scores)
+    if class_reason(y):
+        return None
+    order, group, groups = _grouped(y, s)
+    pos, neg = _group_counts(np.ones((1, y.size)), y, order, group, int(groups))
+    return float(_ap_from_counts(pos, neg)[0])
+
+
+def precision_recall_points(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision, recall and threshold at every distinct score (descending thresholds)."""
+    y, s = _check(labels, scores)
+    order, group, groups = _grouped(y, s)
+    pos, neg = _group_counts(np.ones((1, y.size)), y, order, group, int(groups))
+    tp, fp = pos[0].cumsum(), neg[0].cumsum()
+    thresholds = s[order][np.r_[True, np.diff(group) > 0]]
+    precision = tp / np.maximum(tp + fp, 1)
+    recall = tp / max(tp[-1] if tp.size else 0.0, 1.0)
+    return precision, recall, thresholds
+
+
+def precision_at_recall(labels: Any, scores: Any, recall: float) -> float | None:
+    """Best precision among thresholds whose recall is >= ``recall``; None with one class."""
+    if class_reason(labels):
+        return None
+    p, r, _ = precision_recall_points(labels, scores)
+    return float(p[r >= recall - 1e-12].max())
+
+
+def recall_at_precision(labels: Any, scores: Any, precision: float) -> float | None:
+    """Best recall among thresholds whose precision is >= ``precision`` (0.0 when no threshold
+    reaches it); None with one class."""
+    if class_reason(labels):
+        return None
+    p, r, _ = precision_recall_points(labels, scores)
+    ok = p >= precision - 1e-12
+    return float(r[ok].max()) if ok.any() else 0.0
+
+
+def precision_recall_at_threshold(labels: Any, scores: Any, threshold: float = 0.5
+                                  ) -> tuple[float | None, float | None]:
+    """Precision and recall of the decision ``score >= threshold``: precision is None when nothing is
+    predicted relevant, recall None when there are no positives."""
+    y, s = _check(labels, scores)
+    predicted = s >= threshold
+    tp = int((predicted & (y == 1)).sum())
+    precision = tp / int(predicted.sum()) if predicted.any() else None
+    recall = tp / int(y.sum()) if y.sum() else None
+    return precision, recall
+
+
+def log_loss(labels: Any, probs: Any) -> float | None:
+    """Mean negative log-likelihood, probabilities clipped to [1e-15, 1 - 1e-15]; None without rows."""
+    y, p = _check(labels, probs)
+    if not y.size:
+        return None
+    p = np.clip(p, EPS, 1 - EPS)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log1p(-p)))
+
+
+def brier(labels: Any, probs: Any) -> float | None:
+    """Mean squared error of the probabilities; None without rows."""
+    y, p = _check(labels, probs)
+    return float(np.mean((p - y) ** 2)) if y.size else None
+
+
+def ece(labels: Any, probs: Any, bins: int = ECE_BINS) -> float | None:
+    """Expected calibration error: |mean prob - positive rate| per equal-width bin on [0, 1],
+    weighted by the bin's share of rows (a score of exactly 1 falls in the last bin)."""
+    y, p = _check(labels, probs)
+    if not y.size:
+        return None
+    index = np.clip((np.clip(p, 0.0, 1.0) * bins).astype(np.int64), 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    gap = np.abs(np.bincount(index, weights=p, minlength=bins) - np.bincount(index, weights=y, minlength=bins))
+    return float(gap.sum() / count.sum())
+
+
+def bootstrap_ci(labels: Any, scores: Any, *, resamples: int = 1000, seed: int = 0, level: float = 0.95
+                 ) -> dict[str, tuple[float, float] | None]:
+    """Percentile bootstrap interval of ROC AUC and average precision (rows resampled with
+    replacement; resamples that lose a class are left out). None with one class or resamples < 1."""
+    y, s = _check(labels, scores)
+    if resamples < 1 or class_reason(y):
+        return {m: None for m in CI_METRICS}
+    rng = np.random.default_rng(seed)
+    order, group, groups = _grouped(y, s)
+    n = y.size
+    aucs, aps = [], []
+    chunk = max(1, _CHUNK_CELLS // max(n, 1))
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        draws = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
+        weights = np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
+        # resampling the sorted rows is resampling the rows: no gather into score order needed
+        pos, neg = _group_counts(weights, y, order, group, int(groups))
+        aucs.append(_auc_from_counts(pos, neg))
+        aps.append(_ap_from_counts(pos, neg))
+    tail = (1 - level) / 2 * 100
+    out: dict[str, tuple[float, float] | None] = {}
+    for name, values in (("roc_auc", np.concatenate(aucs)), ("pr_auc", np.concatenate(aps))):
+        values = values[~np.isnan(values)]
+        out[name] = (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))) \
+            if values.size else None
+    return out
+
+
+def task_metrics(labels: Any, scores: Any, *, threshold: float = 0.5, bootstrap: int = 1000,
+                 seed: int = 0) -> dict[str, Any]:
+    """Every metric of one task (``scores`` are probabilities). Undefined metrics are None and
+    ``reasons[metric]`` says why; ``<m>_ci_low``/``<m>_ci_high`` hold the bootstrap 95% interval."""
+    y, s = _check(labels, scores)
+    reason = class_reason(y)
+    out: dict[str, Any] = {"n": int(y.size), "positives": int(y.sum())}
+    out["roc_auc"] = roc_auc(y, s)
+    out["pr_auc"] = pr_auc(y, s)
+    for r in RECALL_LEVELS:
+        out[f"precision_at_recall_{r}"] = precision_at_recall(y, s, r)
+    for p in PRECISION_LEVELS:
+        out[f"recall_at_precision_{p}"] = recall_at_precision(y, s, p)
+    out["precision_at_threshold"], out["recall_at_threshold"] = precision_recall_at_threshold(y, s, threshold)
+    out["log_loss"], out["brier"], out["ece"] = log_loss(y, s), brier(y, s), ece(y, s)
+    ci = bootstrap_ci(y, s, resamples=bootstrap, seed=seed)
+    for name in CI_METRICS:
+        low_high = ci[name]
+        out[f"{name}_ci_low"], out[f"{name}_ci_high"] = low_high if low_high else (None, None)
+    reasons: dict[str, str] = {}
+    if reason:
+        reasons.update({m: reason for m in RANKING_METRICS})
+    if out["precision_at_threshold"] is None:
+        reasons["precision_at_threshold"] = f"undefined: no score >= {threshold}"
+    if out["recall_at_threshold"] is None:
+        reasons["recall_at_threshold"] = "undefined: no positives"
+    if not y.size:
+        reasons.update({m: "undefined: no rows" for m in ("log_loss", "brier", "ece")})
+    if bootstrap >= 1 and not reason:
+        reasons.update({f"{m}_ci": "undefined: every resample lost a class" for m in CI_METRICS
+                        if out[f"{m}_ci_low"] is None})
+    out["reasons"] = reasons
+    return out
+
+
+METRIC_KEYS = ("n", "positives", *RANKING_METRICS, "precision_at_threshold", "recall_at_threshold", "log_loss",
+               "brier", "ece", *(f"{m}_ci_{side}" for m in CI_METRICS for side in ("low", "high")))
+
+
+def macro_average(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean over the tasks where each metric is defined (n and positives are summed); ``tasks`` says
+    how many tasks each mean covers. The mean of per-task interval bounds is no interval of the
+    mean, so the macro has no ``*_ci_*`` values (None)."""
+    out: dict[str, Any] = {m: int(sum(t.get(m) or 0 for t in per_task.values())) for m in COUNT_METRICS}
+    covered: dict[str, int] = {}
+    for metric in METRIC_KEYS:
+        if metric in COUNT_METRICS:
+            continue
+        if "_ci_" in metric:
+            out[metric] = None
+            continue
+        values = [t[metric] for t in per_task.values() if t.get(metric) is not None]
+        out[metric] = float(np.mean(values)) if values else None
+        covered[metric] = len(values)
+    out["tasks"] = covered
+    return out
+
+
+def evaluate_tasks(labels: Any, scores: Any, tasks: Sequence[str] | np.ndarray, *, threshold: float = 0.5,
+                   bootstrap: int = 1000, seed: int = 0, task_order: Sequence[str] | None = None
+                   ) -> dict[str, Any]:
+    """``{"tasks": {task: metrics}, "macro": {...}, "micro": {...}}``; micro pools every row.
+    ``task_order`` lists tasks to report even when they have no rows here."""
+    y, s = _check(labels, scores)
+    names = np.asarray(tasks, dtype=object)
+    present = list(dict.fromkeys(names.tolist()))
+    order = list(task_order) + [t for t in present if t not in task_order] if task_order else sorted(present)
+    per_task = {}
+    for i, task in enumerate(order):
+        rows = names == task
+        per_task[task] = task_metrics(y[rows], s[rows], threshold=threshold, bootstrap=bootstrap, seed=seed + i)
+    micro = task_metrics(y, s, threshold=threshold, bootstrap=bootstrap, seed=seed + len(order))
+    return {"tasks": per_task, "macro": macro_average(per_task), "micro": micro}
