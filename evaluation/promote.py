@@ -7,9 +7,11 @@ registry aliases of ``ads-relevance`` as the gate (evaluation/gate.py) decides.
    ``models:/`` URI (e.g. the logged model ``models:/m-...`` of a run) is
    looked up by its model digest (tag ``adsrel.model_digest``, sha256 of adsrel_model.json +
    adapter.safetensors) and registered (pipelines.mlflow_model.log_model) only when no version has it.
-3. Candidate and champion (alias ``champion``) are evaluated on the same split. A report is reused
-   when an evaluation run of the ads-relevance experiment is tagged with the same model digest,
-   manifest digest and split and holds ``evaluation/report.json``; a new evaluation is logged that way.
+3. Candidate and champion (alias ``champion``) are evaluated on the same split
+   (evaluation.evaluate). A report is reused when a finished evaluation run of the experiment
+   (tag ``stage=evaluate``) has the same ``adsrel.model_digest``, ``adsrel.manifest_digest`` and
+   ``adsrel.split`` and holds ``evaluation_report.json``; new evaluations are logged by
+   ``log_evaluation`` (the candidate's with the champion's report, for the comparison plot).
 4. Only once both evaluations succeeded: alias ``challenger`` on the candidate, ``champion`` too when
    the gate promotes; tags ``adsrel.gate.decision`` (promoted / kept), ``adsrel.gate.reason`` (the
    first reason), ``adsrel.gate.champion_version`` (the champion it was compared with, or none) and
@@ -17,17 +19,16 @@ registry aliases of ``ads-relevance`` as the gate (evaluation/gate.py) decides.
    ``promotion/decision-v<candidate>-vs-<champion>.json`` of the candidate's evaluation run (and in
    ``report_path`` when asked).
 
-An exception in an evaluation (or an incomplete report) raises :class:`EvaluationFailed` before any
-alias moves. Running the same candidate on the same data again registers nothing, evaluates nothing
-and leaves the aliases as they are.
+An exception in an evaluation (or an incomplete report) raises :class:`EvaluationFailed` (exit 1), a
+model or data the evaluation refuses raises UserError (exit 2): both before any alias moves. Running
+the same candidate on the same data again registers nothing, evaluates nothing and leaves the aliases
+as they are.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,14 +42,16 @@ from pipelines.model_uri import resolve_model_dir
 from pipelines.shards import manifest_digest, read_manifest
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-REPORT_ARTIFACT = "evaluation/report.json"
-EVAL_TAGS = ("adsrel.model_digest", "adsrel.data.manifest_digest", "adsrel.eval.split")
+# what evaluation.evaluate.log_evaluation records: the report artifact and the identity tags (+ stage=evaluate)
+REPORT_ARTIFACT = "evaluation_report.json"
+EVAL_TAGS = ("adsrel.model_digest", "adsrel.manifest_digest", "adsrel.split")
 GATE_TAGS = ("adsrel.gate.decision", "adsrel.gate.reason", "adsrel.gate.champion_version",
              "adsrel.gate.manifest_digest")
 MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))/?$")
 
-# (model directory, shards directory, split) -> report dict (the shape of evaluation.evaluate.evaluate_model)
-Evaluator = Callable[[Path, Path, str], dict]
+# (model URI, shards directory, split) -> report dict (the shape of evaluation.evaluate.evaluate_model) or an
+# evaluation.evaluate.Evaluation (report + scored rows, for the plots)
+Evaluator = Callable[[str, Path, str], Any]
 
 
 class EvaluationFailed(Exception):
@@ -103,10 +106,10 @@ class PromotionResult:
 
 
 def default_evaluator(bootstrap: int = 200) -> Evaluator:
-    def evaluate(model_dir: Path, shards: Path, split: str) -> dict:
-        from evaluation.evaluate import evaluate_model
+    def evaluate(model: str, shards: Path, split: str):
+        from evaluation.evaluate import run_evaluation
 
-        return evaluate_model(str(model_dir), shards, split=split, bootstrap=bootstrap)
+        return run_evaluation(model, shards, split=split, bootstrap=bootstrap)
 
     return evaluate
 
@@ -181,10 +184,11 @@ def resolve_candidate(candidate: str, client) -> Version:
 
 
 def _cached_report(client, experiment_id: str, digest: str, data_digest: str, split: str):
+    """The report of a finished evaluation run of the same model digest, manifest digest and split."""
     import mlflow
 
-    values = (digest, data_digest, split)
-    filters = " and ".join(f"tags.`{k}` = '{v}'" for k, v in zip(EVAL_TAGS, values, strict=True))
+    values = {"stage": "evaluate", **dict(zip(EVAL_TAGS, (digest, data_digest, split), strict=True))}
+    filters = " and ".join(f"tags.`{k}` = '{v}'" for k, v in values.items())
     runs = client.search_runs([experiment_id], filter_string=f"{filters} and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time ASC"])
     for run in runs:
@@ -197,50 +201,44 @@ def _cached_report(client, experiment_id: str, digest: str, data_digest: str, sp
     return None
 
 
-def _log_report(client, experiment_id: str, report: dict, version: Version, data_digest: str, split: str,
-                shards: Path) -> str:
-    """An evaluation run: metrics ``eval/<task|macro|micro>/<metric>``, the report artifact, identity tags."""
-    from mlflow.entities import Metric
-
-    tags = dict(zip(EVAL_TAGS, (version.digest, data_digest, split), strict=True))
-    tags.update({"manifest_digest": data_digest, "shards": str(shards.resolve()), "adsrel.stage": "evaluate",
-                 "adsrel.model_version": version.version, "mlflow.runName": f"evaluate v{version.version} {split}"})
-    run = client.create_run(experiment_id, tags=tags)
-    run_id = run.info.run_id
-    try:
-        metrics = {}
-        groups = {**{t: m for t, m in (report.get("tasks") or {}).items()},
-                  "macro": report.get("macro") or {}, "micro": report.get("micro") or {}}
-        for group, values in groups.items():
-            for name, value in (values or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-                    metrics[f"eval/{group}/{name}"] = float(value)
-        now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in sorted(metrics.items())])
-        client.log_dict(run_id, report, REPORT_ARTIFACT)
-    except Exception:
-        client.set_terminated(run_id, "FAILED")
-        raise
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+@dataclass
+class _Evaluated:
+    report: dict
+    run_id: str | None  # None until logged
+    scored: Any = None
 
 
 def _evaluate(client, experiment_id: str, evaluate: Evaluator, version: Version, shards: Path,
-              data_digest: str, split: str, role: str) -> tuple[dict, str]:
+              data_digest: str, split: str, role: str) -> _Evaluated:
     cached = _cached_report(client, experiment_id, version.digest, data_digest, split)
     if cached is not None:
-        return cached
+        return _Evaluated(*cached)
     try:
-        report = evaluate(version.model_dir, shards, split)
+        result = evaluate(version.uri, shards, split)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of an evaluation blocks promotion
         first = (str(exc).splitlines() or [""])[0]
         raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) failed: "
                                f"{type(exc).__name__}: {first}") from exc
+    report, scored = (result.report, result.scored) if hasattr(result, "report") else (result, None)
     if not isinstance(report, dict) or report.get("complete") is not True:
         raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) is incomplete")
-    return report, _log_report(client, experiment_id, report, version, data_digest, split, shards)
+    digest = (report.get("model") or {}).get("digest")
+    if digest is not None and digest != version.digest:
+        raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) measured another model "
+                               f"({digest} != {version.digest})")
+    return _Evaluated(report, None, scored)
+
+
+def _log(evaluated: _Evaluated, champion: _Evaluated | None) -> str:
+    """Record a new evaluation (evaluation.evaluate.log_evaluation: metrics, report, table, plots)."""
+    if evaluated.run_id is None:
+        from evaluation.evaluate import log_evaluation
+
+        evaluated.run_id = log_evaluation(evaluated.report, scored=evaluated.scored,
+                                          champion_report=champion.report if champion else None)
+    return evaluated.run_id
 
 
 def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = None,
@@ -267,24 +265,27 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
     version = resolve_candidate(candidate, client)
     champion_version = _alias_version(client, CHAMPION)
 
-    report, run_id = _evaluate(client, experiment_id, evaluate, version, shards, data["manifest_digest"], split,
+    candidate_eval = _evaluate(client, experiment_id, evaluate, version, shards, data["manifest_digest"], split,
                                "candidate")
-    runs: dict[str, str | None] = {"candidate": run_id, "champion": None}
-    reports: dict[str, dict | None] = {"candidate": report, "champion": None}
+    champion_eval = None
     if champion_version == version.version:
-        decision = decide(report, None, policy, expected)
+        decision = decide(candidate_eval.report, None, policy, expected)
         decision = Decision(True, [f"version {version.version} is already the champion"], decision.per_task,
                             decision.macro)
         status = "already_champion"
     else:
-        champion_report = None
         if champion_version is not None:
             champion = _registered(client, champion_version)
-            champion_report, runs["champion"] = _evaluate(client, experiment_id, evaluate, champion, shards,
-                                                          data["manifest_digest"], split, "champion")
-            reports["champion"] = champion_report
-        decision = decide(report, champion_report, policy, expected)
+            champion_eval = _evaluate(client, experiment_id, evaluate, champion, shards, data["manifest_digest"],
+                                      split, "champion")
+        decision = decide(candidate_eval.report, champion_eval.report if champion_eval else None, policy,
+                          expected)
         status = "promoted" if decision.promote else "kept"
+    runs = {"candidate": None, "champion": None}
+    if champion_eval is not None:
+        runs["champion"] = _log(champion_eval, None)
+    runs["candidate"] = run_id = _log(candidate_eval, champion_eval)
+    reports = {"candidate": candidate_eval.report, "champion": champion_eval.report if champion_eval else None}
 
     # both evaluations succeeded: from here on the registry changes
     client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version.version)

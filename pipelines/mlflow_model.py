@@ -40,13 +40,12 @@ class ModelRef:
 
 
 def model_digest(model_dir: str | Path) -> str:
-    """sha256 of the artifact's adsrel_model.json and adapter.safetensors: the identity of a trained model
-    (the same files registered twice are the same model)."""
+    """sha256 of the artifact's adsrel_model.json and adapter.safetensors, in that order: the identity of a
+    trained model (the same files registered twice are the same model; evaluation reports carry it too)."""
     from models.artifact import META_FILE, WEIGHTS_FILE
 
     digest = hashlib.sha256()
     for name in (META_FILE, WEIGHTS_FILE):
-        digest.update(name.encode() + b"\0")
         with open(Path(model_dir) / name, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)

@@ -190,24 +190,3 @@ def test_help_documents_exit_codes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "0 promoted" in text and "3 kept" in text and "2 user error" in text and "1 an evaluation failed" in text
 
-
-# TEMPORARY until evaluation.evaluate is merged
-def _sk_evaluate(model_dir, shards_dir, split):
-    from sklearn.metrics import roc_auc_score
-
-    from models.scoring import Scorer
-    from pipelines.shards import read_split
-
-    frame = read_split(shards_dir, split)
-    scores = Scorer.load(model_dir).predict(frame)
-    tasks = {t: {"roc_auc": float(roc_auc_score(p.label, scores[p.index])), "n": len(p),
-                 "positives": int(p.label.sum())} for t, p in frame.groupby("task")}
-    return {"tasks": tasks, "macro": {}, "micro": {}, "model": {},
-            "data": {"manifest_digest": manifest_digest(shards_dir), "split": split}, "complete": True}
-
-
-@pytest.fixture(autouse=True)
-def _tmp_evaluator(monkeypatch):
-    import evaluation.promote as p
-
-    monkeypatch.setattr(p, "default_evaluator", lambda bootstrap=200: _sk_evaluate)
