@@ -116,6 +116,14 @@ def test_first_better_worse_and_idempotent_reruns(store, shards, models, capsys)
     assert state["versions"] == [1, 2, 3] and state["runs"] == kept["runs"]
     assert state["tags"]["2"]["adsrel.gate.decision"] == "promoted"
 
+    # the old champion, worse on average, is kept (its earlier evaluation is reused: no new run)
+    code, out, _ = cli("--candidate", "models:/ads-relevance/1", "--shards", str(shards), *policy, capsys=capsys)
+    assert code == 3 and out["status"] == "kept" and out["macro"]["delta"] < 0
+    assert out["reasons"][0].startswith("macro ROC AUC") or "drop" in out["reasons"][0]
+    state = registry_state()
+    assert state["aliases"] == {"champion": "2", "challenger": "1"} and state["runs"] == kept["runs"]
+    assert state["tags"]["1"]["adsrel.gate.decision"] == "kept"
+
 
 def test_runs_uri_of_a_registered_model_is_not_registered_twice(store, shards, models):
     from pipelines.mlflow_model import log_model
