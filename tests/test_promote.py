@@ -136,7 +136,12 @@ def test_runs_uri_of_a_registered_model_is_not_registered_twice(store, shards, m
 
 
 def test_failed_evaluation_never_moves_an_alias(store, shards, models):
-    promote(str(models["fair"]), shards, policy=POLICY, bootstrap=10)
+    from pipelines.mlflow_model import log_model
+
+    log_model(models["fair"])
+    client = mlflow.MlflowClient()
+    for alias in ("champion", "challenger"):
+        client.set_registered_model_alias(REGISTERED_MODEL, alias, "1")
     before = registry_state()
 
     def broken(model_dir, shards_dir, split):
