@@ -172,7 +172,8 @@ def decide(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | No
                                         f"!= {ours.get(key)!r}): cannot compare"])
 
     per_task: dict[str, dict[str, Any]] = {}
-    reasons: list[str] = []
+    reasons: list[str] = []  # macro first (the short reason is the first), then per task
+    task_reasons: list[str] = []
     supported: list[str] = []
     for task in sorted(tasks):
         entry = tasks[task]
@@ -189,13 +190,13 @@ def decide(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | No
             supported.append(task)
             if policy.task_floor is not None and cand < policy.task_floor:
                 row["status"] = "below_floor"
-                reasons.append(f"{task}: ROC AUC {cand:.4f} < task floor {policy.task_floor}")
+                task_reasons.append(f"{task}: ROC AUC {cand:.4f} < task floor {policy.task_floor}")
             if champion is not None:
                 if champ is None:
                     row["note"] = "new task: the champion has no ROC AUC for it (floors only)"
                 elif cand < champ - policy.max_task_auc_drop - TIE_TOLERANCE:
                     row["status"] = "drop"
-                    reasons.append(f"{task}: ROC AUC {cand:.4f} vs champion {champ:.4f} "
+                    task_reasons.append(f"{task}: ROC AUC {cand:.4f} vs champion {champ:.4f} "
                                    f"(drop {champ - cand:.4f} > {policy.max_task_auc_drop})")
         per_task[task] = row
 
@@ -207,9 +208,10 @@ def decide(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | No
     macro_candidate = _mean(per_task[t]["candidate"] for t in supported)
     macro: dict[str, Any] = {"candidate": macro_candidate, "tasks": supported}
     if macro_candidate < policy.macro_floor:
-        reasons.insert(0, f"macro ROC AUC {macro_candidate:.4f} < floor {policy.macro_floor}")
+        reasons.append(f"macro ROC AUC {macro_candidate:.4f} < floor {policy.macro_floor}")
 
     if champion is None:
+        reasons += task_reasons
         if reasons:
             return Decision(False, reasons, per_task, macro)
         return Decision(True, [f"first model: macro ROC AUC {macro_candidate:.4f} >= floor {policy.macro_floor}"],
@@ -231,6 +233,7 @@ def decide(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | No
         macro["delta"] = None
         reasons.append("no supported task in common with the champion: cannot compare")
 
+    reasons += task_reasons
     if reasons:
         return Decision(False, reasons, per_task, macro)
     return Decision(True, [f"macro ROC AUC {macro['candidate_common']:.4f} vs champion "

@@ -153,8 +153,20 @@ def _registered(client, version: str) -> Version:
     return Version(version, model_dir, digest)
 
 
-def resolve_candidate(candidate: str, client) -> Version:
-    """The registered version of ``candidate`` (registering a directory or run not registered yet)."""
+def input_example(model_dir: Path, shards: Path, split: str):
+    """A real row of ``split`` for a task the model knows: the registered pyfunc's input example."""
+    from pipelines.shards import TEXT_COLUMNS, read_table, split_files
+
+    known = {t["name"] for t in read_metadata(model_dir).get("tasks") or []}
+    for task, paths in split_files(shards, split).items():
+        if task in known:
+            return read_table(paths[:1], TEXT_COLUMNS).slice(0, 1).to_pandas().assign(task=task)
+    return None
+
+
+def resolve_candidate(candidate: str, client, example: Callable[[Path], Any] | None = None) -> Version:
+    """The registered version of ``candidate`` (registering a directory or run not registered yet, with
+    ``example(model_dir)`` as its input example)."""
     from mlflow.exceptions import MlflowException
 
     match = MODELS_URI.match(candidate)
@@ -179,7 +191,7 @@ def resolve_candidate(candidate: str, client) -> Version:
         return Version(known[0], model_dir, digest)
     from pipelines.mlflow_model import log_model
 
-    ref = log_model(model_dir)
+    ref = log_model(model_dir, input_example=example(model_dir) if example else None)
     return Version(str(ref.version), model_dir, digest, registered_now=True)
 
 
@@ -262,7 +274,7 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
 
     client = _client()
     experiment_id = _experiment_id(client)
-    version = resolve_candidate(candidate, client)
+    version = resolve_candidate(candidate, client, lambda model_dir: input_example(model_dir, shards, split))
     champion_version = _alias_version(client, CHAMPION)
 
     candidate_eval = _evaluate(client, experiment_id, evaluate, version, shards, data["manifest_digest"], split,
