@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,13 +223,39 @@ class _Evaluated:
     scored: Any = None
 
 
+@contextmanager
+def _known_tasks_view(shards: Path, split: str, known: set[str]):
+    """``shards`` itself, or, when the split holds tasks the model does not know (a segment added after
+    it was trained), a view of the same manifest (same bytes: same digest) with only the known tasks'
+    directories. The report then lacks the others: the gate treats them as new tasks of the candidate
+    (floors only) or, for a candidate, as missing (never promoted)."""
+    from pipelines.shards import MANIFEST, split_files
+
+    tasks = split_files(shards, split)
+    unknown = sorted(set(tasks) - known)
+    if not unknown:
+        yield shards, []
+        return
+    with tempfile.TemporaryDirectory(prefix="adsrel-promote-") as tmp:
+        view = Path(tmp)
+        shutil.copyfile(shards / MANIFEST, view / MANIFEST)
+        base = view / "shards" / f"split={split}"
+        base.mkdir(parents=True)
+        for task in sorted(set(tasks) & known):
+            source = (shards / "shards" / f"split={split}" / f"task={task}").resolve()
+            (base / f"task={task}").symlink_to(source, target_is_directory=True)
+        yield view, unknown
+
+
 def _evaluate(client, experiment_id: str, evaluate: Evaluator, version: Version, shards: Path,
               data_digest: str, split: str, role: str) -> _Evaluated:
     cached = _cached_report(client, experiment_id, version.digest, data_digest, split)
     if cached is not None:
         return _Evaluated(*cached)
+    known = {t["name"] for t in read_metadata(version.model_dir).get("tasks") or []}
     try:
-        result = evaluate(version.uri, shards, split)
+        with _known_tasks_view(shards, split, known) as (view, not_evaluated):
+            result = evaluate(version.uri, view, split)
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any failure of an evaluation blocks promotion
@@ -236,6 +265,8 @@ def _evaluate(client, experiment_id: str, evaluate: Evaluator, version: Version,
     report, scored = (result.report, result.scored) if hasattr(result, "report") else (result, None)
     if not isinstance(report, dict) or report.get("complete") is not True:
         raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) is incomplete")
+    if not_evaluated and isinstance(report.get("data"), dict):
+        report["data"].update(shards=str(shards.resolve()), tasks_not_evaluated=not_evaluated)
     digest = (report.get("model") or {}).get("digest")
     if digest is not None and digest != version.digest:
         raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) measured another model "

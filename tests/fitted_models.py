@@ -41,6 +41,7 @@ def fitted_artifact(directory: Path, shards: Path, tasks, quality: float | dict 
     directory = Path(directory)
     tiny_artifact(directory, tasks, seed=0)  # one backbone for all: only the heads differ
     frame = read_split(shards, "train")
+    frame = frame[frame["task"].isin(tasks)].reset_index(drop=True)
     features = pooled_features(directory, frame)
     tensors = load_file(str(directory / WEIGHTS_FILE))
     weight, bias = tensors["head.weight"].clone(), tensors["head.bias"].clone()

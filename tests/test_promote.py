@@ -36,6 +36,7 @@ def models(tmp_path_factory, shards):
         "fair": fitted_artifact(root / "fair", shards, TASKS, 0.4),
         "good": fitted_artifact(root / "good", shards, TASKS, 1.0),
         "weak_c": fitted_artifact(root / "weak_c", shards, TASKS, {"c": 0.0}),
+        "ab_only": fitted_artifact(root / "ab_only", shards, ("a", "b"), 0.4),  # knows tasks a and b only
     }
 
 
@@ -134,6 +135,19 @@ def test_runs_uri_of_a_registered_model_is_not_registered_twice(store, shards, m
         result = promote(uri, shards, policy=POLICY, bootstrap=10)
         assert result.candidate.version == ref.version == "1" and not result.candidate.registered_now
     assert result.status == "already_champion" and registry_state()["versions"] == [1]
+
+
+def test_a_task_added_to_the_data(store, shards, models):
+    # a model without task c is never promoted on data with c ...
+    result = promote(str(models["ab_only"]), shards, policy=POLICY, bootstrap=10)
+    assert result.status == "kept" and result.decision.reasons == [
+        "candidate evaluation lacks task(s) of the data: c"]
+    assert result.reports["candidate"]["data"]["tasks_not_evaluated"] == ["c"]
+    # ... but as the champion it is compared on a and b, and c is judged by the floors only
+    mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, "champion", result.candidate.version)
+    result = promote(str(models["good"]), shards, policy=POLICY, bootstrap=10)
+    assert result.status == "promoted", result.decision.reasons
+    assert result.decision.macro["common_tasks"] == ["a", "b"] and "new task" in result.decision.per_task["c"]["note"]
 
 
 def test_failed_evaluation_never_moves_an_alias(store, shards, models):
