@@ -204,6 +204,8 @@ def test_bad_inputs_exit_2_with_one_line(store, shards, models, capsys, tmp_path
         (["--candidate", str(models["fair"]), "--shards", str(shards), "--policy", str(tmp_path / "p.yaml")],
          "policy not found"),
         (["--candidate", str(models["fair"]), "--shards", str(shards), "--split", "holdout"], "split 'holdout'"),
+        (["--candidate", str(models["fair"]), "--shards", str(shards), "--report",
+          str(shards / "manifest.json" / "decision.json")], "cannot write the report"),
     ]
     for args, message in cases:
         code, out, err = cli(*args, capsys=capsys)
