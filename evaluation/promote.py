@@ -279,8 +279,13 @@ def _log(evaluated: _Evaluated, champion: _Evaluated | None) -> str:
     if evaluated.run_id is None:
         from evaluation.evaluate import log_evaluation
 
-        evaluated.run_id = log_evaluation(evaluated.report, scored=evaluated.scored,
-                                          champion_report=champion.report if champion else None)
+        try:
+            evaluated.run_id = log_evaluation(evaluated.report, scored=evaluated.scored,
+                                              champion_report=champion.report if champion else None)
+        except Exception as exc:  # noqa: BLE001 - an evaluation that cannot be recorded cannot be acted on
+            first = (str(exc).splitlines() or [""])[0]
+            uri = (evaluated.report.get("model") or {}).get("uri")
+            raise EvaluationFailed(f"recording the evaluation of {uri} failed: {type(exc).__name__}: {first}") from exc
     return evaluated.run_id
 
 
