@@ -199,13 +199,12 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
             "method": str(info.get("method"))}
     if info.get("training_run_id"):
         tags["adsrel.evaluated_run_id"] = info["training_run_id"]
+    from models.scoring import Scorer
+
     model_tasks = None
     if model is None and info.get("method") == "mtl_lora" and Path(info["dir"]).is_dir():
-        from models.scoring import Scorer
-
-        scorer = Scorer.load(info["dir"])
-        model, model_tasks = scorer.model, scorer.task_names
-    elif model is not None and hasattr(model, "model"):  # a Scorer
+        model = Scorer.load(info["dir"])
+    if isinstance(model, Scorer):
         model, model_tasks = model.model, model.task_names
     if run_id is None:
         set_experiment()

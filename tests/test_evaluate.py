@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from evaluation.evaluate import evaluate_model, markdown_table
+from evaluation.evaluate import evaluate_model, log_evaluation, markdown_table
 from evaluation.metrics import RANKING_METRICS
 from evaluation.plots import write_plots
 from models.scoring import Scorer
@@ -115,13 +115,18 @@ def test_registered_model_uri_links_the_training_run(trained, shards, capsys):
     assert "eval/a/roc_auc_ci_low" not in run.data.metrics  # --bootstrap 0: no intervals
 
 
-def test_plots_of_a_plain_lora_model_have_no_mtl_structure(shards, tmp_path):
+def test_plots_of_a_plain_lora_model_have_no_mtl_structure(store, shards, tmp_path):
     artifact = tiny_artifact(tmp_path / "lora", ("a", "b", "c"), method="lora")
     report = evaluate_model(artifact, shards, split="valid", bootstrap=20)
     assert report["model"]["calibrated"] is False and "| b |" in markdown_table(report)
     names = {p.name for p in write_plots(tmp_path / "plots", report, model=Scorer.load(artifact).model,
                                          champion_report=report)}
     assert "roc_auc_by_task.png" in names and not any(n.startswith("mtl_") for n in names)
+    # the API alone (no scored rows): the AUC bars with the champion's, no curves
+    run_id = log_evaluation(report, champion_report=report)
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "plots")}
+    assert "plots/roc_auc_by_task.png" in logged and "plots/roc.png" not in logged
+    assert "adsrel.evaluated_run_id" not in mlflow.get_run(run_id).data.tags  # a directory: no training run
 
 
 @pytest.mark.parametrize("args,message", [
