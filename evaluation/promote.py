@@ -221,6 +221,7 @@ class _Evaluated:
     report: dict
     run_id: str | None  # None until logged
     scored: Any = None
+    scorer: Any = None
 
 
 @contextmanager
@@ -262,7 +263,8 @@ def _evaluate(client, experiment_id: str, evaluate: Evaluator, version: Version,
         first = (str(exc).splitlines() or [""])[0]
         raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) failed: "
                                f"{type(exc).__name__}: {first}") from exc
-    report, scored = (result.report, result.scored) if hasattr(result, "report") else (result, None)
+    report, scored, scorer = ((result.report, result.scored, result.scorer) if hasattr(result, "report")
+                              else (result, None, None))
     if not isinstance(report, dict) or report.get("complete") is not True:
         raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) is incomplete")
     if not_evaluated and isinstance(report.get("data"), dict):
@@ -271,7 +273,7 @@ def _evaluate(client, experiment_id: str, evaluate: Evaluator, version: Version,
     if digest is not None and digest != version.digest:
         raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) measured another model "
                                f"({digest} != {version.digest})")
-    return _Evaluated(report, None, scored)
+    return _Evaluated(report, None, scored, scorer)
 
 
 def _log(evaluated: _Evaluated, champion: _Evaluated | None) -> str:
@@ -280,7 +282,7 @@ def _log(evaluated: _Evaluated, champion: _Evaluated | None) -> str:
         from evaluation.evaluate import log_evaluation
 
         try:
-            evaluated.run_id = log_evaluation(evaluated.report, scored=evaluated.scored,
+            evaluated.run_id = log_evaluation(evaluated.report, scored=evaluated.scored, model=evaluated.scorer,
                                               champion_report=champion.report if champion else None)
         except Exception as exc:  # noqa: BLE001 - an evaluation that cannot be recorded cannot be acted on
             first = (str(exc).splitlines() or [""])[0]
