@@ -5,7 +5,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test lint bench bench-quality demo clean
+.PHONY: install test lint bench bench-quality demo mlflow-ui clean
 
 # The stamp depends on setup.cfg so a change of dependencies reinstalls.
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -35,6 +35,10 @@ bench-quality: install
 
 demo: install
 	$(VENV)/bin/adsrel demo
+
+# The MLflow UI on the default store of every verb (./mlflow.db): runs, metrics, plots, registry aliases.
+mlflow-ui: install
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

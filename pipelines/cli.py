@@ -21,6 +21,7 @@ VERB_MODULES = (
     "pipelines.commands.prepare",
     "pipelines.commands.train",
     "pipelines.commands.evaluate",
+    "pipelines.commands.promote",
     "pipelines.commands.demo",
 )
 

