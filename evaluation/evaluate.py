@@ -9,7 +9,6 @@ the report JSON, plots, the evaluated dataset) in a run tagged with the model an
 
 from __future__ import annotations
 
-import hashlib
 import math
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import pandas as pd
 
 from evaluation.metrics import evaluate_tasks
 from pipelines.errors import UserError
+from pipelines.mlflow_model import model_digest
 
 REPORT_ARTIFACT = "evaluation_report.json"
 TABLE_ARTIFACT = "evaluation_table.json"
@@ -44,20 +44,6 @@ class Evaluation:
     report: dict[str, Any]
     scored: pd.DataFrame
     scorer: Any
-
-
-def model_digest(model_dir: str | Path) -> str:
-    """sha256 of adsrel_model.json + adapter.safetensors: the identity of the trained model."""
-    from models.artifact import META_FILE, WEIGHTS_FILE
-
-    digest = hashlib.sha256()
-    for name in (META_FILE, WEIGHTS_FILE):
-        path = Path(model_dir) / name
-        if path.is_file():
-            with path.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return "sha256:" + digest.hexdigest()
 
 
 def training_run_id(model: str) -> str | None:
