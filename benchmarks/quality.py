@@ -124,17 +124,17 @@ def mtl_structure(model_dir: Path) -> dict:
     return {"tasks": names, "mixing": mixing, "lambda_cosine": (flat @ flat.T).tolist()}
 
 
-def table(results: list[dict], tasks: list[str], counts: dict[str, int]) -> str:
-    lines = ["| variant | trainable params | macro AUC (mean ± std) | train s | score rows/s | "
-             + " | ".join(tasks) + " |", "|---" * (5 + len(tasks)) + "|"]
+def table(results: list[dict], tasks: list[str]) -> str:
+    lines = ["| variant | trainable params | seeds | macro AUC (mean ± std) | train s | score rows/s | "
+             + " | ".join(tasks) + " |", "|---" * (6 + len(tasks)) + "|"]
     for variant in VARIANTS:
         runs = [r for r in results if r["variant"] == variant]
         if not runs:
             continue
         macros = [r["macro"] for r in runs]
-        std = statistics.stdev(macros) if len(macros) > 1 else 0.0
+        spread = f"± {statistics.stdev(macros):.4f}" if len(macros) > 1 else "(one seed: no std)"
         per_task = [np.mean([r["test"][t] for r in runs if r["test"].get(t) is not None] or [np.nan]) for t in tasks]
-        lines.append(f"| {variant} | {runs[0]['trainable']:,} | {np.mean(macros):.4f} ± {std:.4f} | "
+        lines.append(f"| {variant} | {runs[0]['trainable']:,} | {len(runs)} | {np.mean(macros):.4f} {spread} | "
                      f"{np.mean([r['train_s'] for r in runs]):.0f} | {np.mean([r['score_rate'] for r in runs]):.0f} | "
                      + " | ".join(f"{a:.3f}" for a in per_task) + " |")
     return "\n".join(lines)
@@ -190,8 +190,12 @@ def main() -> int:
     parser.add_argument("--test-rows", type=int, default=800, help="test rows per task at most")
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/quality"))
     parser.add_argument("--lock", type=Path, help="hold a shared lock on this file during each run")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: write table.md and gain_vs_size.png from the runs in results.json")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
+    if args.report_only:
+        return report(args.workdir)
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.workdir.resolve()}/mlflow.db")
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "ads-relevance-quality")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -252,12 +256,20 @@ def main() -> int:
                 f"total {(time.perf_counter() - started) / 60:.1f} min")
             if variant == "mtl_lora" and seed == 0:
                 (args.workdir / "mtl_structure.json").write_text(json.dumps(mtl_structure(out)))
-    markdown = table(results, tasks, counts)
-    (args.workdir / "table.md").write_text(markdown + "\n")
-    if {"mtl_lora", "lora"} <= set(variants):
-        gain_plot(results, train_rows, args.workdir / "gain_vs_size.png")
-    print(markdown)
+    report(args.workdir)
     print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; results in {args.workdir}")
+    return 0
+
+
+def report(workdir: Path) -> int:
+    """table.md and gain_vs_size.png from results.json (also after an interrupted run)."""
+    saved = json.loads((workdir / "results.json").read_text())
+    results, train_rows = saved["runs"], saved["train_rows"]
+    markdown = table(results, list(train_rows))
+    (workdir / "table.md").write_text(markdown + "\n")
+    if {"mtl_lora", "lora"} <= {r["variant"] for r in results}:
+        gain_plot(results, train_rows, workdir / "gain_vs_size.png")
+    print(markdown)
     return 0
 
 
