@@ -96,24 +96,25 @@ def _ap_from_counts(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
         return np.where((total > 0) & (neg.sum(axis=1) > 0), ap, np.nan)
 
 
-def roc_auc(labels: Any, scores: Any) -> float | None:
-    """Area under the ROC curve (ties count one half); None when ``labels`` hold one class."""
+def _score_group_counts(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """Positives and negatives per distinct score (one unit weight per row); None with one class."""
     y, s = _check(labels, scores)
     if class_reason(y):
         return None
     order, group, groups = _grouped(y, s)
-    pos, neg = _group_counts(np.ones((1, y.size)), y, order, group, int(groups))
-    return float(_auc_from_counts(pos, neg)[0])
+    return _group_counts(np.ones((1, y.size)), y, order, group, int(groups))
+
+
+def roc_auc(labels: Any, scores: Any) -> float | None:
+    """Area under the ROC curve (ties count one half); None when ``labels`` hold one class."""
+    counts = _score_group_counts(labels, scores)
+    return None if counts is None else float(_auc_from_counts(*counts)[0])
 
 
 def pr_auc(labels: Any, scores: Any) -> float | None:
     """Average precision (area under the step precision-recall curve); None with one class."""
-    y, s = _check(labels, scores)
-    if class_reason(y):
-        return None
-    order, group, groups = _grouped(y, s)
-    pos, neg = _group_counts(np.ones((1, y.size)), y, order, group, int(groups))
-    return float(_ap_from_counts(pos, neg)[0])
+    counts = _score_group_counts(labels, scores)
+    return None if counts is None else float(_ap_from_counts(*counts)[0])
 
 
 def precision_recall_points(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

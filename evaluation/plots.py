@@ -31,18 +31,28 @@ def _per_task(labels: Any, scores: Any, tasks: Any):
         yield str(task), y[rows], s[rows]
 
 
-def roc_figure(labels: Any, scores: Any, tasks: Any) -> Figure:
-    """ROC curve per task (tasks with one class are listed as undefined in the legend)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
-
+def _curves_figure(labels: Any, scores: Any, tasks: Any, draw) -> tuple[Figure, Any]:
+    """One curve per task drawn by ``draw(ax, task, y, s)``; tasks with one class are listed as
+    undefined in the legend instead."""
     fig, ax = plt.subplots(figsize=(6, 5))
     for task, y, s in _per_task(labels, scores, tasks):
         reason = class_reason(y)
         if reason:
             ax.plot([], [], " ", label=f"{task}: {reason}")
-            continue
+        else:
+            draw(ax, task, y, s)
+    return fig, ax
+
+
+def roc_figure(labels: Any, scores: Any, tasks: Any) -> Figure:
+    """ROC curve per task (tasks with one class are listed as undefined in the legend)."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    def draw(ax, task, y, s):
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, label=f"{task} (AUC {roc_auc_score(y, s):.3f})")
+
+    fig, ax = _curves_figure(labels, scores, tasks, draw)
     ax.plot([0, 1], [0, 1], ":", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC per task", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize="small", loc="lower right")
@@ -54,14 +64,11 @@ def pr_figure(labels: Any, scores: Any, tasks: Any) -> Figure:
     """Precision-recall curve per task with its average precision."""
     from sklearn.metrics import average_precision_score, precision_recall_curve
 
-    fig, ax = plt.subplots(figsize=(6, 5))
-    for task, y, s in _per_task(labels, scores, tasks):
-        reason = class_reason(y)
-        if reason:
-            ax.plot([], [], " ", label=f"{task}: {reason}")
-            continue
+    def draw(ax, task, y, s):
         precision, recall, _ = precision_recall_curve(y, s)
         ax.step(recall, precision, where="post", label=f"{task} (AP {average_precision_score(y, s):.3f})")
+
+    fig, ax = _curves_figure(labels, scores, tasks, draw)
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall per task", xlim=(0, 1), ylim=(0, 1.02))
     ax.legend(fontsize="small", loc="lower left")
     fig.tight_layout()
