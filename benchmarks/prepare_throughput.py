@@ -90,12 +90,17 @@ def measure_bare(rows: int, output: str) -> dict:
     return {"rows": rows, "job_s": seconds}
 
 
-def bare_in_child(rows: int, output: str) -> dict:
+def in_child(*args: str) -> dict:
+    """Runs this module with ``args`` in a fresh process (its own driver JVM); its last stdout line is
+    the figures as JSON, to which the whole process time is added."""
+    started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.prepare_throughput", "--bare-child", str(rows), output],
+        [sys.executable, "-m", "benchmarks.prepare_throughput", *args],
         check=True, capture_output=True, text=True,
     )
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures["process_s"] = time.perf_counter() - started
+    return figures
 
 
 def synth(rows: int, path: str) -> float:
@@ -106,17 +111,6 @@ def synth(rows: int, path: str) -> float:
         check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     return time.perf_counter() - started
-
-
-def prepare_in_child(raw: str, output: str) -> dict:
-    started = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.prepare_throughput", "--child", raw, output],
-        check=True, capture_output=True, text=True,
-    )
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    figures["process_s"] = time.perf_counter() - started
-    return figures
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"synth {rows} rows ...", file=sys.stderr, flush=True)
             synth_s = synth(rows, raw)
             print(f"prepare {rows} rows ...", file=sys.stderr, flush=True)
-            figures = prepare_in_child(raw, out)
+            figures = in_child("--child", raw, out)
             figures["synth_s"] = synth_s
             print(f"bare generate-and-write {rows} rows ...", file=sys.stderr, flush=True)
-            figures["bare_s"] = bare_in_child(rows, str(work / f"bare-{rows}"))["job_s"]
+            figures["bare_s"] = in_child("--bare-child", str(rows), str(work / f"bare-{rows}"))["job_s"]
             results.append(figures)
     finally:
         if not args.keep:
