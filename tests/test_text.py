@@ -1,21 +1,30 @@
-import pandas as pd
 from pyspark.sql import functions as F
 
-from features.text import is_blank, normalise_text_columns, normalise_unicode, normalise_unicode_series
+from features.text import is_blank, normalise_text, normalise_text_columns
 
 
 def test_unicode_normalisation_decodes_entities_and_compatibility_forms():
-    assert normalise_unicode("Marks &amp; Spencer") == "Marks & Spencer"
-    assert normalise_unicode("cheap&nbsp;\ufb01ji") == "cheap fiji"
-    assert normalise_unicode("Levi&#39;s") == "Levi's"
-    assert normalise_unicode("plain ascii") == "plain ascii"
-    assert normalise_unicode(None) is None
+    assert normalise_text("Marks &amp; Spencer") == "Marks & Spencer"
+    assert normalise_text("cheap&nbsp;\ufb01ji") == "cheap fiji"
+    assert normalise_text("Levi&#39;s") == "Levi's"
+    assert normalise_text("\uff05 off") == "% off"
+    assert normalise_text("plain ascii") == "plain ascii"
+    assert normalise_text(None) is None
 
 
-def test_series_version_matches_scalar_and_keeps_nulls():
-    s = pd.Series(["a &amp; b", None, "x", "\uff05"])
-    out = normalise_unicode_series(s)
-    assert out.tolist()[0] == "a & b" and out[1] is None and out[2] == "x" and out[3] == "%"
+def test_whitespace_case_and_length():
+    assert normalise_text(" a\u00a0\u200b b\t\nc ") == "a b c"
+    assert normalise_text("\u00a0 \t") == ""
+    assert normalise_text("WWW.Shop.COM", lowercase=True) == "www.shop.com"
+    assert normalise_text("Cafe\u0301 Rome", limit=4) == "Caf\u00e9"  # composed, then characters not bytes
+
+
+def test_spark_columns_equal_the_scalar_twin(spark):
+    values = ["  CHEAP\u00a0\u00a0Flights&nbsp;to\tRome ", "Levi&#39;s \ufb01t", None, "", "x" * 30, "Ünï ©ode"]
+    df = spark.createDataFrame([(v, v) for v in values], "query string, ad_title string")
+    out = normalise_text_columns(df, {"query": 20, "ad_title": 12}, lowercase=("query",)).collect()
+    assert [r.query for r in out] == [normalise_text(v, 20, lowercase=True) for v in values]
+    assert [r.ad_title for r in out] == [normalise_text(v, 12) for v in values]
 
 
 def test_text_columns_normalised_in_spark(spark):
@@ -32,6 +41,7 @@ def test_text_columns_normalised_in_spark(spark):
 
 
 def test_blank_detection(spark):
-    df = spark.createDataFrame([(None,), ("",), ("  \t",), ("&nbsp;",), ("\u00a0",), ("a",)], "t string")
+    values = [None, "", "  \t", "&nbsp;", "\u00a0", "\u200b&#32;", "a", " a", "&amp;", "\u00e9", "\x00x"]
+    df = spark.createDataFrame([(v,) for v in values], "t string")
     flags = [r[0] for r in df.select(is_blank(F.col("t"))).collect()]
-    assert flags == [True, True, True, True, True, False]
+    assert flags == [True, True, True, True, True, True, False, False, False, False, False]
