@@ -53,3 +53,30 @@ def test_first_match_wins_and_unmapped(spark):
     market = locale_column(F.col("market"))
     ids = [r[0] for r in df.select(task_column(tm, market, F.col("vertical"))).collect()]
     assert ids == [0, 1, None]
+
+
+def test_spark_task_column_agrees_with_task_for(spark):
+    tm = parse_task_map(
+        {
+            "tasks": [
+                {"name": "gb-travel", "markets": ["en-GB"], "verticals": ["travel"]},
+                {"name": "gb", "markets": ["en-GB"], "verticals": ["*"]},
+                {"name": "health", "markets": ["*"], "verticals": ["health", "pharma"]},
+                {"name": "us-any", "markets": ["en-US", "en-CA"], "verticals": ["retail", "travel"]},
+                {"name": "other", "markets": ["*"], "verticals": ["*"]},
+            ],
+            "unmapped": "other",
+        }
+    )
+    grid = [(m, v) for m in ("en-GB", "en-US", "en-CA", "fr-FR", None)
+            for v in ("travel", "health", "retail", "pharma", "autos", None)]
+    df = spark.createDataFrame(grid, "market string, vertical string")
+    got = [r[0] for r in df.select(task_column(tm, F.col("market"), F.col("vertical"))).collect()]
+    assert got == [tm.task_for(m, v).id for m, v in grid]
+    assert len(set(got)) == 5  # every task is reached somewhere on the grid
+
+
+def test_spark_task_column_with_wildcards_only(spark):
+    tm = parse_task_map({"tasks": [{"name": "all", "markets": ["*"], "verticals": ["*"]}], "unmapped": "quarantine"})
+    df = spark.createDataFrame([("en-GB", "travel"), (None, None)], "market string, vertical string")
+    assert [r[0] for r in df.select(task_column(tm, F.col("market"), F.col("vertical"))).collect()] == [0, 0]
