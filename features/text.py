@@ -29,7 +29,8 @@ def normalise_unicode_array(values: pa.Array) -> pa.Array:
     without '&' are returned as they are, without a Python call.
 
     NFKC is Python's unicodedata: pyarrow 25's utf8_normalize returns decomposed text for NFC and
-    NFKC ('é' as 'e' + U+0301), which would split every accented word in two.
+    NFKC ('é' as 'e' + U+0301; apache/arrow#51225, fixed upstream by #51237), which would split
+    every accented word in two.
     """
     if len(values) == 0:
         return values
