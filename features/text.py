@@ -80,12 +80,6 @@ def normalise_text_columns(
 
 
 def is_blank(column: Column) -> Column:
-    """True for null, empty, whitespace-only or entity-only-whitespace text (checked in the JVM).
-
-    The regex only runs on values whose first character could start a blank (a control or
-    whitespace character, '&' or non-ASCII): ``OR`` short-circuits, so ordinary text skips it.
-    """
+    """True for null, empty, whitespace-only or entity-only-whitespace text (checked in the JVM)."""
     blank = r"(?i)^([\s\p{Z}\p{Cc}\p{Cf}]|&nbsp;|&#0*32;|&#x0*20;)*$"
-    first = F.ascii(column)
-    maybe_blank = (first <= 32) | (first == 38) | (first >= 127)
-    return column.isNull() | (maybe_blank & column.rlike(blank))
+    return column.isNull() | column.rlike(blank)
