@@ -16,6 +16,9 @@ Nothing is tuned per method: adapters use lr 5e-4 (the training default), full f
 Defaults fit a 2-core CPU in well under 90 minutes. On a GPU run it larger, e.g.
 `--rows 2000000 --steps 3000 --batch-size 64 --max-length 128`.
 
+`python -m benchmarks.quality_diagnosis` then checks why the methods differ (headroom, segment cues
+in the text, AUC per relation of query and ad, the learned task structure).
+
 Run: python -m benchmarks.quality [--rows 200000] [--steps 200] [--seeds 0,1,2] [--workdir DIR]
 """
 
@@ -92,6 +95,16 @@ def variant_overrides(variant: str, ranks: dict[str, int], args: argparse.Namesp
     if variant == "lora_segment":
         settings["segment_in_text"] = "true"
     return [f"{k}={v}" for k, v in settings.items()]
+
+
+def test_sample(shards: Path, rows_per_task: int):
+    """The test rows every variant is scored on: at most ``rows_per_task`` per task, fixed draw."""
+    import pandas as pd
+
+    from pipelines.shards import read_split
+
+    test = read_split(shards, "test")
+    return pd.concat([g.sample(min(len(g), rows_per_task), random_state=0) for _, g in test.groupby("task")])
 
 
 def test_scores(model_dir: Path, frame) -> tuple[dict[str, float | None], float]:
@@ -202,7 +215,7 @@ def main() -> int:
 
     from mlflow import MlflowClient
 
-    from pipelines.shards import read_manifest, read_split, task_names
+    from pipelines.shards import read_manifest, task_names
     from pipelines.train import train
     from pipelines.train_config import load_train_config
 
@@ -213,9 +226,7 @@ def main() -> int:
     tasks = task_names(manifest)
     train_rows = {t: manifest["counts"]["train"].get(t, {}).get("rows", 0) for t in tasks}
     log(f"shards ready ({time.perf_counter() - started:.0f}s): train rows per task {train_rows}")
-    test = read_split(shards, "test")
-    test = test.groupby("task", group_keys=False).apply(lambda g: g.sample(min(len(g), args.test_rows),
-                                                                         random_state=0))
+    test = test_sample(shards, args.test_rows)
     ranks, counts, target = matched_ranks(len(tasks))
     log(f"matched ranks {ranks}; trainable {counts} (mtl_lora reference {target:,})")
     for method, count in counts.items():
