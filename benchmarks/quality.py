@@ -61,6 +61,35 @@ def make_shards(workdir: Path, rows: int) -> Path:
     return shards
 
 
+def strip_market_cues(shards: Path, out: Path) -> Path:
+    """A copy of ``shards`` whose ad text no longer names the market: every display URL on .com,
+    every price in $. synth writes the market only there, so afterwards task identity carries what
+    the text cannot tell (the diagnosis found the text gives the market away for 97% of rows)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from pipelines.shards import MANIFEST
+
+    if (out / MANIFEST).is_file():
+        return out
+    for path in sorted((shards / "shards").rglob("*.parquet")):
+        table = pq.ParquetFile(path).read()
+        stripped = {
+            "display_url": pc.replace_substring_regex(table["display_url"], r"\.(co\.uk|com\.au|in|ca)(/|$)",
+                                                      r".com\2"),
+            "ad_description": pc.replace_substring_regex(table["ad_description"], r"C\$|A\$|£|₹", "$"),
+        }
+        for name, column in stripped.items():
+            table = table.set_column(table.schema.get_field_index(name), name, column)
+        target = out / path.relative_to(shards)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, target)
+    manifest = json.loads((shards / MANIFEST).read_text())
+    manifest["derived"] = {"from": str(shards), "by": "benchmarks.quality --market-cues strip"}
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return out
+
+
 def trainable_count(method: str, rank: int, num_tasks: int, num_up: int = 3) -> int:
     from models.backbone import DEFAULT_BACKBONE
     from models.config import AdapterConfig
@@ -202,6 +231,9 @@ def main() -> int:
     parser.add_argument("--valid-rows", type=int, default=200, help="validation rows per task (best-step choice)")
     parser.add_argument("--test-rows", type=int, default=800, help="test rows per task at most")
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/quality"))
+    parser.add_argument("--market-cues", choices=("keep", "strip"), default="keep",
+                        help="strip: train and test on a copy of the shards without the market's domain and "
+                             "currency in the ad text (a data ablation; see benchmarks.quality_diagnosis)")
     parser.add_argument("--lock", type=Path, help="hold a shared lock on this file during each run")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write table.md and gain_vs_size.png from the runs in results.json")
@@ -222,6 +254,8 @@ def main() -> int:
     started = time.perf_counter()
     with shared_lock(args.lock):
         shards = make_shards(args.workdir, args.rows)
+        if args.market_cues == "strip":
+            shards = strip_market_cues(shards, args.workdir / "shards-no-market-cues")
     manifest = read_manifest(shards)
     tasks = task_names(manifest)
     train_rows = {t: manifest["counts"]["train"].get(t, {}).get("rows", 0) for t in tasks}

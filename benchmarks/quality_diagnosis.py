@@ -179,6 +179,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/quality"))
     parser.add_argument("--variants", default="lora,mtl_lora,full")
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--shards", type=Path, help="the shards the models were trained on (default WORKDIR/shards, "
+                        "or WORKDIR/shards-no-market-cues after --market-cues strip)")
     parser.add_argument("--test-rows", type=int, default=800, help="as given to benchmarks.quality")
     args = parser.parse_args()
 
@@ -187,7 +189,8 @@ def main() -> int:
     from pipelines.shards import read_manifest
 
     torch.set_num_threads(2)
-    shards = args.workdir / "shards"
+    stripped = args.workdir / "shards-no-market-cues"
+    shards = args.shards or (stripped if stripped.is_dir() else args.workdir / "shards")
     manifest = read_manifest(shards)
     test = test_sample(shards, args.test_rows).reset_index(drop=True)
 

@@ -52,3 +52,29 @@ def test_task_structure_groups_pairs_and_measures_drift(tmp_path):
     assert np.isclose(out["same_vertical"]["lambda_cosine"], 0.0)
     assert out["same_market"]["mixing_overlap"] > 0.99 > 0.01 > out["same_vertical"]["mixing_overlap"]
     assert np.isclose(out["lambda_drift"]["mean"], 0.1 / np.sqrt(rank))
+
+
+def test_strip_market_cues_removes_domain_and_currency_only(tmp_path):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benchmarks.quality import strip_market_cues
+
+    source = tmp_path / "shards"
+    part = source / "shards" / "split=test" / "task=x"
+    part.mkdir(parents=True)
+    pq.write_table(pa.table({
+        "display_url": ["www.boots.co.uk/a", "www.boots.com.au/b", "www.x.in", "www.canada.ca/c", "www.y.com/d"],
+        "ad_description": ["from £9.", "from A$9.", "from ₹9.", "from C$9.", "from $9."],
+        "query": ["q .in"] * 5,
+    }), part / "part-0.parquet")
+    (source / "manifest.json").write_text(json.dumps({"tasks": [], "counts": {}}))
+    out = strip_market_cues(source, tmp_path / "stripped")
+    table = pq.read_table(out / "shards" / "split=test" / "task=x" / "part-0.parquet").to_pydict()
+    assert table["display_url"] == ["www.boots.com/a", "www.boots.com/b", "www.x.com", "www.canada.com/c",
+                                    "www.y.com/d"]
+    assert table["ad_description"] == ["from $9."] * 5
+    assert table["query"] == ["q .in"] * 5  # only the ad text changes
+    assert "derived" in json.loads((out / "manifest.json").read_text())
