@@ -126,7 +126,7 @@ def variant_overrides(variant: str, ranks: dict[str, int], args: argparse.Namesp
     return [f"{k}={v}" for k, v in settings.items()]
 
 
-def test_sample(shards: Path, rows_per_task: int):
+def sample_test_rows(shards: Path, rows_per_task: int):
     """The test rows every variant is scored on: at most ``rows_per_task`` per task, fixed draw."""
     import pandas as pd
 
@@ -260,7 +260,7 @@ def main() -> int:
     tasks = task_names(manifest)
     train_rows = {t: manifest["counts"]["train"].get(t, {}).get("rows", 0) for t in tasks}
     log(f"shards ready ({time.perf_counter() - started:.0f}s): train rows per task {train_rows}")
-    test = test_sample(shards, args.test_rows)
+    test = sample_test_rows(shards, args.test_rows)
     ranks, counts, target = matched_ranks(len(tasks))
     log(f"matched ranks {ranks}; trainable {counts} (mtl_lora reference {target:,})")
     for method, count in counts.items():
@@ -269,7 +269,11 @@ def main() -> int:
 
     results_path = args.workdir / "results.json"
     # A rerun with the same --workdir keeps the runs already measured (an interrupted benchmark resumes).
-    results: list[dict] = json.loads(results_path.read_text())["runs"] if results_path.exists() else []
+    saved = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if saved.get("market_cues", args.market_cues) != args.market_cues:
+        log(f"{results_path} holds runs with --market-cues {saved['market_cues']}: use another --workdir")
+        return 2
+    results: list[dict] = saved.get("runs", [])
     done = {(r["variant"], r["seed"]) for r in results}
     client = MlflowClient()
     variants = args.variants.split(",")
@@ -296,7 +300,8 @@ def main() -> int:
             results.append({"variant": variant, "seed": seed, "macro": macro, "test": aucs, "train_s": train_s,
                             "score_rate": rate, "trainable": trainable, "run_id": result.run_id,
                             "examples_per_s": result.examples_per_second})
-            results_path.write_text(json.dumps({"ranks": ranks, "train_rows": train_rows, "runs": results}, indent=1))
+            results_path.write_text(json.dumps({"ranks": ranks, "train_rows": train_rows,
+                                                "market_cues": args.market_cues, "runs": results}, indent=1))
             log(f"seed {seed} {variant}: test macro AUC {macro:.4f}, train {train_s:.0f}s, "
                 f"total {(time.perf_counter() - started) / 60:.1f} min")
             if variant == "mtl_lora" and seed == 0:

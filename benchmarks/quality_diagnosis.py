@@ -37,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.quality import test_sample
+from benchmarks.quality import sample_test_rows
 
 KEY = ["query", "ad_id", "market"]
 RULE_RELATIONS = ("competitor", "neighbour")
@@ -192,7 +192,7 @@ def main() -> int:
     stripped = args.workdir / "shards-no-market-cues"
     shards = args.shards or (stripped if stripped.is_dir() else args.workdir / "shards")
     manifest = read_manifest(shards)
-    test = test_sample(shards, args.test_rows).reset_index(drop=True)
+    test = sample_test_rows(shards, args.test_rows).reset_index(drop=True)
 
     latent = latent_columns(int(manifest["input"]["rows"]))
     test = test.merge(latent, on=KEY, how="left", validate="many_to_one")
