@@ -152,18 +152,13 @@ def test_scores(model_dir: Path, frame) -> tuple[dict[str, float | None], float]
 
 
 def mtl_structure(model_dir: Path) -> dict:
-    import torch
-
+    from evaluation.plots import lambda_similarity, mtl_layers
     from models.artifact import load_model
-    from models.mtl_lora import MTLLoRALinear
 
     model = load_model(model_dir)
     names = json.loads((model_dir / "adsrel_model.json").read_text())["task_names"]
-    layers = {n: m for n, m in model.named_modules() if isinstance(m, MTLLoRALinear)}
-    mixing = {n: torch.softmax(m.lora_w.float() / m.temperature, -1).tolist() for n, m in layers.items()}
-    lambdas = torch.stack([m.lora_lambda.detach().float().reshape(len(names), -1) for m in layers.values()], 1)
-    flat = torch.nn.functional.normalize(lambdas.reshape(len(names), -1), dim=-1)
-    return {"tasks": names, "mixing": mixing, "lambda_cosine": (flat @ flat.T).tolist()}
+    mixing = {name: layer.mixing_weights().tolist() for name, layer in mtl_layers(model).items()}
+    return {"tasks": names, "mixing": mixing, "lambda_cosine": lambda_similarity(model).tolist()}
 
 
 def table(results: list[dict], tasks: list[str]) -> str:

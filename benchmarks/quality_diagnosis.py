@@ -147,31 +147,41 @@ def pair_kind(a: dict, b: dict) -> str:
     return "unrelated"
 
 
-def task_structure(model_dir: Path, tasks: list[dict], temperature: float = 0.1) -> dict[str, dict[str, float]]:
-    """Mean Λ_t-update cosine and mixing overlap per kind of segment pair (the catch-all task, which
-    spans segments, is left out). ``lambda_drift`` is |Λ_t − I| / |I| over all layers, averaged over tasks."""
-    from safetensors.numpy import load_file
-
-    weights = load_file(model_dir / "adapter.safetensors")
-    lambdas = [v for k, v in sorted(weights.items()) if k.endswith("lora_lambda")]
-    mixes = [v for k, v in sorted(weights.items()) if k.endswith("lora_w")]
+def structure_by_pair_kind(mixing: list[np.ndarray], lambdas: list[np.ndarray],
+                           tasks: list[dict]) -> dict[str, dict[str, float]]:
+    """Mean Λ_t-update cosine and mixing overlap per kind of segment pair, from each MTL-LoRA layer's
+    mixing softmax(w_t/τ) [T, n] and Λ_t [T, r, r] (pass only named segments in ``tasks``: the
+    catch-all spans segments). ``lambda_drift`` is |Λ_t − I| / |I| over all layers, averaged over tasks."""
     eye = np.eye(lambdas[0].shape[-1])
     update = np.concatenate([(v - eye).reshape(len(v), -1) for v in lambdas], axis=1)
-    unit = update / np.linalg.norm(update, axis=1, keepdims=True)
-    softmax = [np.exp(w / temperature) / np.exp(w / temperature).sum(-1, keepdims=True) for w in mixes]
-    named = [t for t in tasks if t["markets"] and t["verticals"]]
+    norm = np.linalg.norm(update, axis=1, keepdims=True)
+    unit = update / np.where(norm > 0, norm, 1.0)  # a Λ_t that has not moved has cosine 0 with all
     kinds: dict[str, dict[str, list[float]]] = {}
-    for i, a in enumerate(named):
-        for b in named[i + 1:]:
+    for i, a in enumerate(tasks):
+        for b in tasks[i + 1:]:
             x, y = a["id"], b["id"]
             entry = kinds.setdefault(pair_kind(a, b), {"lambda_cosine": [], "mixing_overlap": []})
             entry["lambda_cosine"].append(float(unit[x] @ unit[y]))
-            entry["mixing_overlap"].append(float(np.mean([np.minimum(m[x], m[y]).sum() for m in softmax])))
+            entry["mixing_overlap"].append(float(np.mean([np.minimum(m[x], m[y]).sum() for m in mixing])))
     out = {kind: {k: float(np.mean(v)) for k, v in values.items()} | {"pairs": len(values["lambda_cosine"])}
            for kind, values in sorted(kinds.items())}
     drift = np.linalg.norm(update, axis=1) / np.sqrt(len(lambdas) * len(eye))
     out["lambda_drift"] = {"mean": float(drift.mean())}
     return out
+
+
+def task_structure(model_dir: Path, tasks: list[dict]) -> dict[str, dict[str, float]]:
+    """:func:`structure_by_pair_kind` of a saved mtl_lora model (its own τ and Λ form)."""
+    import torch
+
+    from evaluation.plots import mtl_layers
+    from models.artifact import load_model
+
+    layers = mtl_layers(load_model(model_dir)).values()
+    with torch.no_grad():
+        mixing = [layer.mixing_weights().cpu().numpy() for layer in layers]
+        lambdas = [layer.task_lambda().float().cpu().numpy() for layer in layers]
+    return structure_by_pair_kind(mixing, lambdas, tasks)
 
 
 def main() -> int:
@@ -216,7 +226,7 @@ def main() -> int:
     tasks = [t for t in manifest["tasks"] if t["name"] != manifest.get("unmapped")]
     report["structure"] = {seed: task_structure(args.workdir / "models" / f"mtl_lora-seed{seed}", tasks)
                            for seed in args.seeds.split(",")
-                           if (args.workdir / "models" / f"mtl_lora-seed{seed}" / "adapter.safetensors").is_file()}
+                           if (args.workdir / "models" / f"mtl_lora-seed{seed}" / "adsrel_model.json").is_file()}
     (args.workdir / "diagnosis.json").write_text(json.dumps(report, indent=1))
     print(markdown(report))
     return 0

@@ -1,12 +1,12 @@
-"""The quality diagnosis's pure parts: pair kinds, relation-slice AUCs and the Λ_t / mixing structure."""
+"""The quality diagnosis: pair kinds, relation-slice AUCs, the Λ_t / mixing structure of a saved
+mtl_lora model, and the market-cue ablation of benchmarks.quality."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from safetensors.numpy import save_file
 
-from benchmarks.quality_diagnosis import pair_kind, slice_aucs, task_structure
+from benchmarks.quality_diagnosis import pair_kind, slice_aucs, structure_by_pair_kind, task_structure
 
 US_RETAIL = {"id": 0, "name": "us-retail", "markets": ["en-US"], "verticals": ["retail"]}
 US_TRAVEL = {"id": 1, "name": "us-travel", "markets": ["en-US"], "verticals": ["travel"]}
@@ -38,20 +38,29 @@ def test_slice_aucs_pool_each_relation_over_tasks():
     assert out["neighbour"] is None
 
 
-def test_task_structure_groups_pairs_and_measures_drift(tmp_path):
+def test_structure_by_pair_kind_groups_pairs_and_measures_drift():
     rank, tasks = 2, [US_RETAIL, US_TRAVEL, GB_RETAIL]
-    eye = np.eye(rank, dtype=np.float32)
     update = np.array([[[1, 0], [0, 0]], [[1, 0], [0, 0]], [[0, 0], [0, 1]]], dtype=np.float32)
-    weights = {
-        "layer.0.lora_lambda": eye + 0.1 * update,
-        "layer.0.lora_w": np.array([[5.0, 0.0], [5.0, 0.0], [0.0, 5.0]], dtype=np.float32),
-    }
-    save_file(weights, str(tmp_path / "adapter.safetensors"))
-    out = task_structure(tmp_path, tasks)
+    lambdas = [np.eye(rank, dtype=np.float32) + 0.1 * update]
+    mixing = [np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])]
+    out = structure_by_pair_kind(mixing, lambdas, tasks)
     assert out["same_market"]["pairs"] == 1 and np.isclose(out["same_market"]["lambda_cosine"], 1.0)
     assert np.isclose(out["same_vertical"]["lambda_cosine"], 0.0)
-    assert out["same_market"]["mixing_overlap"] > 0.99 > 0.01 > out["same_vertical"]["mixing_overlap"]
+    assert out["same_market"]["mixing_overlap"] == 1.0 and out["same_vertical"]["mixing_overlap"] == 0.0
     assert np.isclose(out["lambda_drift"]["mean"], 0.1 / np.sqrt(rank))
+
+
+def test_task_structure_reads_a_saved_mtl_lora_model(tmp_path):
+    from tests.tiny_models import tiny_artifact
+
+    tasks = [US_RETAIL, US_TRAVEL, GB_RETAIL]
+    model_dir = tiny_artifact(tmp_path / "model", [t["name"] for t in tasks], method="mtl_lora")
+    out = task_structure(model_dir, tasks)
+    assert {k: v["pairs"] for k, v in out.items() if k != "lambda_drift"} == {
+        "same_market": 1, "same_vertical": 1, "unrelated": 1}
+    # untrained: Λ_t is still the identity, and the mixing is the layer's own softmax(w_t/τ)
+    assert out["lambda_drift"]["mean"] == 0.0 and out["same_market"]["lambda_cosine"] == 0.0
+    assert 0.0 <= out["same_market"]["mixing_overlap"] <= 1.0
 
 
 def test_strip_market_cues_removes_domain_and_currency_only(tmp_path):
