@@ -137,8 +137,7 @@ def sample_test_rows(shards: Path, rows_per_task: int):
 
 
 def test_scores(model_dir: Path, frame) -> tuple[dict[str, float | None], float]:
-    from sklearn.metrics import roc_auc_score
-
+    from evaluation.metrics import roc_auc
     from models.scoring import Scorer
 
     scorer = Scorer.load(model_dir)
@@ -147,7 +146,7 @@ def test_scores(model_dir: Path, frame) -> tuple[dict[str, float | None], float]
     rate = len(frame) / (time.perf_counter() - started)
     aucs: dict[str, float | None] = {}
     for task, rows in frame.assign(score=scores).groupby("task"):
-        aucs[task] = float(roc_auc_score(rows["label"], rows["score"])) if rows["label"].nunique() == 2 else None
+        aucs[task] = roc_auc(rows["label"], rows["score"])
     return aucs, rate
 
 

@@ -38,16 +38,11 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.quality import sample_test_rows
+from evaluation.metrics import roc_auc
 
 KEY = ["query", "ad_id", "market"]
 RULE_RELATIONS = ("competitor", "neighbour")
 CORE_RELATIONS = ("exact", "other_group", "off_topic")
-
-
-def auc(labels: pd.Series, scores: pd.Series) -> float | None:
-    from sklearn.metrics import roc_auc_score
-
-    return float(roc_auc_score(labels, scores)) if labels.nunique() == 2 else None
 
 
 def latent_columns(rows: int, seed: int = 0, dirt: float = 0.03) -> pd.DataFrame:
@@ -128,13 +123,13 @@ def slice_aucs(test: pd.DataFrame, scores: np.ndarray) -> dict[str, float | None
     the shared-core and segment-rule groups, pooled over tasks: a rule's outcome changes between
     segments, so only a pooled AUC shows whether a model tells the segments' verdicts apart."""
     frame = test.assign(score=scores)
-    per_task = [auc(g["label"], g["score"]) for _, g in frame.groupby("task")]
+    per_task = [roc_auc(g["label"], g["score"]) for _, g in frame.groupby("task")]
     out: dict[str, float | None] = {"all": float(np.mean([a for a in per_task if a is not None]))}
     groups = {**{r: (r,) for r in (*CORE_RELATIONS, *RULE_RELATIONS)},
               "core": CORE_RELATIONS, "rules": RULE_RELATIONS}
     for name, relations in groups.items():
         part = frame[frame["relation"].isin(relations)]
-        out[name] = auc(part["label"], part["score"])
+        out[name] = roc_auc(part["label"], part["score"])
     return out
 
 
@@ -213,7 +208,7 @@ def main() -> int:
 
     relation_share = test["relation"].value_counts(normalize=True).round(4).to_dict()
     report["relation_share"] = relation_share
-    report["ceiling"] = {t: auc(g["label"], g["latent_grade"]) for t, g in test.groupby("task")}
+    report["ceiling"] = {t: roc_auc(g["label"], g["latent_grade"]) for t, g in test.groupby("task")}
     report["ceiling_macro"] = float(np.mean([a for a in report["ceiling"].values() if a is not None]))
     report["segment_recovery"] = segment_recovery(shards, test)
 
