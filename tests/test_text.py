@@ -45,3 +45,28 @@ def test_blank_detection(spark):
     df = spark.createDataFrame([(v,) for v in values], "t string")
     flags = [r[0] for r in df.select(is_blank(F.col("t"))).collect()]
     assert flags == [True, True, True, True, True, True, False, False, False, False, False]
+
+
+def test_fast_paths_equal_the_plain_definition():
+    """Only changed whitespace runs are matched and only changed values are written back; on random
+    text with every kind of space, control, format, entity and composable character the result is the
+    plain definition's: every run of [\\s\\p{Z}\\p{Cc}\\p{Cf}] to one space, NFKC of unescaped text."""
+    import html
+    import random
+    import unicodedata
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from features.text import normalise_text_array
+
+    pieces = [" ", "  ", "\t", "\n", "\x0b", "\x0c", "\r", "\x00", "\x1f", "\x7f", "\x85", "\xa0", "\u1680",
+              "\u2002", "\u200b", "\u2028", "\u2029", "\u202f", "\u3000", "\ufeff", "\xad", "\u180e",
+              "a", "B", "é", "e\u0301", "\ufb01", "&amp;", "&nbsp;", "&#32;", "&", "£", "İ", "\U0001f600"]
+    rng = random.Random(0)
+    values = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 10))) for _ in range(20_000)]
+    values.append(None)
+    unicode_fixed = [None if v is None else unicodedata.normalize("NFKC", html.unescape(v)) for v in values]
+    plain = pc.replace_substring_regex(pa.array(unicode_fixed, pa.string()), r"[\s\p{Z}\p{Cc}\p{Cf}]+", " ")
+    expected = pc.utf8_slice_codeunits(pc.utf8_lower(pc.utf8_trim(plain, " ")), 0, 6)
+    assert normalise_text_array(pa.array(values, pa.string()), limit=6, lowercase=True).equals(expected)
