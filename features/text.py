@@ -46,12 +46,12 @@ def normalise_unicode_array(values: pa.Array) -> pa.Array:
         return values
     before = pc.filter(values, needs).to_pylist()
     after = [unicodedata.normalize("NFKC", html.unescape(v) if "&" in v else v) for v in before]
-    changed = np.fromiter((a != b for a, b in zip(after, before)), dtype=bool, count=len(before))
+    changed = np.fromiter((a != b for a, b in zip(after, before, strict=True)), dtype=bool, count=len(before))
     if not changed.any():
         return values
     mask = np.zeros(len(values), dtype=bool)
     mask[np.flatnonzero(needs.to_numpy(zero_copy_only=False))[changed]] = True
-    fixed = pa.array([a for a, c in zip(after, changed) if c], type=values.type)
+    fixed = pa.array([a for a, c in zip(after, changed, strict=True) if c], type=values.type)
     return pc.replace_with_mask(values, pa.array(mask), fixed)
 
 
