@@ -75,7 +75,7 @@ def _normalise_udf(limits: dict[str, int], lowercase: tuple[str, ...]):
 
     @F.arrow_udf(schema)
     def normalise(*arrays: pa.Array) -> pa.Array:
-        fixed = [normalise_text_array(a, limits[c], c in lowercase) for c, a in zip(columns, arrays)]
+        fixed = [normalise_text_array(a, limits[c], c in lowercase) for c, a in zip(columns, arrays, strict=True)]
         return pa.StructArray.from_arrays(fixed, names=columns)
 
     return normalise
