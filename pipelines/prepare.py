@@ -125,7 +125,12 @@ def detect_format(path: str) -> str:
 
 
 def read_input(spark: SparkSession, path: str) -> DataFrame:
-    """One input as all raw columns in string form, plus ``_corrupt_record`` (null if parsed)."""
+    """One input as its raw columns, plus ``_corrupt_record`` (null if parsed).
+
+    A column keeps its type when it already has the canonical one (numbers in Parquet); anything
+    else is read as a string, so that a malformed value becomes a quarantine reason, not a failure.
+    An optional column the input lacks is null.
+    """
     fmt = detect_format(path)
     try:
         if fmt == "json":
@@ -140,15 +145,27 @@ def read_input(spark: SparkSession, path: str) -> DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"{path} lacks required columns: {', '.join(missing)}")
+    types = dict(df.dtypes)
     columns = [
-        (F.col(c) if c in df.columns else F.lit(None)).cast("string").alias(c) for c in RAW_COLUMNS
+        F.lit(None).cast(RAW_TYPES[c]).alias(c) if c not in df.columns
+        else F.col(c) if types[c] == RAW_TYPES[c].simpleString()
+        else F.col(c).cast("string").alias(c)
+        for c in RAW_COLUMNS
     ]
     corrupt = F.col(CORRUPT) if CORRUPT in df.columns else F.lit(None).cast("string")
     return df.select(*columns, corrupt.alias(CORRUPT))
 
 
 def read_raw(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
+    """All inputs as one frame; a column typed in one input and not in another is a string in all.
+
+    Keeping canonical types spares a number-to-string-to-number round trip per row and column, in
+    both passes over the input.
+    """
     frames = [read_input(spark, p) for p in paths]
+    typed = {c for c in RAW_COLUMNS if all(dict(f.dtypes)[c] == RAW_TYPES[c].simpleString() for f in frames)}
+    loose = [c for c in RAW_COLUMNS if c not in typed and RAW_TYPES[c] != T.StringType()]
+    frames = [f.withColumns({c: F.col(c).cast("string") for c in loose}) if loose else f for f in frames]
     df = frames[0]
     for other in frames[1:]:
         df = df.unionByName(other)
@@ -162,8 +179,10 @@ def _typed(name: str) -> Column:
     return F.col(name).try_cast(RAW_TYPES[name])
 
 
-def _present(name: str) -> Column:
-    return ~is_blank(F.col(name))
+def _present(df: DataFrame, name: str) -> Column:
+    """The value is there: not null, and for text not blank either."""
+    column = F.col(name)
+    return ~is_blank(column) if dict(df.dtypes)[name] == "string" else column.isNotNull()
 
 
 def with_segment(df: DataFrame) -> DataFrame:
@@ -179,8 +198,9 @@ def with_segment(df: DataFrame) -> DataFrame:
 def with_reason(df: DataFrame, task_map: TaskMap | None) -> DataFrame:
     """Adds ``reason`` (first failing rule, null if the row is fine) and ``_task_id``.
 
-    Works on the string-typed raw columns of :func:`read_raw`, so any malformed value becomes a
-    reason. Without a task map the ``unmapped`` rule is skipped (``_task_id`` is null).
+    Works on the raw columns of :func:`read_raw` (strings, or already the canonical types), so any
+    malformed value becomes a reason. Without a task map the ``unmapped`` rule is skipped
+    (``_task_id`` is null).
     """
     df = with_segment(df)
     impressions, clicks = _typed("impressions"), _typed("clicks")
@@ -203,10 +223,10 @@ def with_reason(df: DataFrame, task_map: TaskMap | None) -> DataFrame:
         ("bad_impressions", impressions.isNull() | (impressions < 0)),
         ("bad_clicks", clicks.isNull() | (clicks < 0)),
         ("clicks_exceed_impressions", clicks > impressions),
-        ("bad_position", _present("position") & (position.isNull() | (position < 1))),
+        ("bad_position", _present(df, "position") & (position.isNull() | (position < 1))),
         ("label_out_of_range",
-         _present("label") & (label.isNull() | ~label.between(MIN_GRADE, MAX_GRADE))),
-        ("bad_label_source", _present("label_source") & ~source.isin(list(LABEL_SOURCES))),
+         _present(df, "label") & (label.isNull() | ~label.between(MIN_GRADE, MAX_GRADE))),
+        ("bad_label_source", _present(df, "label_source") & ~source.isin(list(LABEL_SOURCES))),
     ]
     if task_map:
         checks.append(("unmapped", task_id.isNull()))
@@ -439,7 +459,8 @@ def run_prepare(
     reasons = [r for r in REASONS if r != "unmapped" or task_map]
     counts = Observation("reasons")
     quarantined = checked.observe(counts, *_count_reasons(reasons)).where(F.col("reason").isNotNull())
-    quarantined.select(*RAW_COLUMNS, CORRUPT, "reason").write.mode("overwrite").partitionBy(
+    as_read = [F.col(c).cast("string").alias(c) for c in RAW_COLUMNS]  # one quarantine schema
+    quarantined.select(*as_read, CORRUPT, "reason").write.mode("overwrite").partitionBy(
         "reason"
     ).parquet(str(out / "quarantine"))
     seen = counts.get

@@ -2,6 +2,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 
 import pyarrow.parquet as pq
 import pytest
@@ -176,6 +177,30 @@ def test_csv_and_json_inputs_and_task_by(spark, tmp_path):
     assert {t["name"] for t in manifest["tasks"]} == {
         "retail", "travel", "finance", "automotive", "health", "education"}
     assert manifest["accepted_rows"] + manifest["quarantined_rows"] == 2000
+
+
+def test_typed_parquet_columns_are_validated_without_a_string_round_trip(spark, tmp_path):
+    rows = [raw_row(), raw_row(position=None), raw_row(label="7"), raw_row(impressions="-3"),
+            raw_row(clicks="11")]
+    strings = spark.createDataFrame(rows, RAW).drop("_corrupt_record")
+    numbers = {"impressions": "bigint", "clicks": "bigint", "position": "double", "label": "int"}
+    strings.withColumns({c: F.col(c).cast(t) for c, t in numbers.items()}).write.parquet(str(tmp_path / "pq"))
+    strings.write.option("header", True).csv(str(tmp_path / "csv"))
+
+    typed = read_raw(spark, [str(tmp_path / "pq")])
+    assert {c: t for c, t in typed.dtypes if c in numbers} == numbers
+    reasons = Counter(r["reason"] for r in with_reason(typed, TASKS).collect())  # files come back in any order
+    assert reasons == Counter([None, None, "label_out_of_range", "bad_impressions", "clicks_exceed_impressions"])
+
+    mixed = read_raw(spark, [str(tmp_path / "pq"), str(tmp_path / "csv")])  # typed in one, text in the other
+    assert all(t == "string" for c, t in mixed.dtypes if c in numbers)
+    assert Counter(r["reason"] for r in with_reason(mixed, TASKS).collect()) == reasons + reasons
+
+    manifest = run_prepare(spark, [str(tmp_path / "pq")], str(tmp_path / "out"), TASKS, PrepareConfig())
+    assert manifest["quarantine"] == {"label_out_of_range": 1, "bad_impressions": 1, "clicks_exceed_impressions": 1}
+    quarantine = pq.read_table(tmp_path / "out" / "quarantine")
+    assert quarantine.schema.field("impressions").type == "string"  # one quarantine schema for any input
+    assert sorted(quarantine.column("impressions").to_pylist()) == ["-3", "10", "10"]
 
 
 def _cli(*args, timeout=300):
