@@ -54,6 +54,9 @@ SCHEMA_VERSION = 1
 CORRUPT = "_corrupt_record"
 KEY = ("query", "ad_id", "market")
 LOCALE = r"^[a-z]{2,3}-[A-Z]{2}$"
+# Shard columns with (nearly) one value per example: Parquet's dictionary encoding only fails and
+# falls back for them, and trying cost about a fifth of the shard write at 4M rows.
+PLAIN_ENCODED = ("example_id", "ad_id", "ad_description")
 
 # Quarantine reasons in the order they are checked: a row gets the first that applies.
 REASONS = (
@@ -485,6 +488,7 @@ def run_prepare(
         labelled.select(*SHARD_COLUMNS, "rows", "split")
         .write.mode("overwrite")
         .option("maxRecordsPerFile", config.max_records_per_file)
+        .options(**{f"parquet.enable.dictionary#{c}": "false" for c in PLAIN_ENCODED})
         .partitionBy("split", "task")
         .parquet(str(out / "shards"))
     )
