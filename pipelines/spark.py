@@ -3,6 +3,11 @@
 Python workers must run this interpreter (the project venv), wherever the driver was started from.
 Without --master and outside spark-submit the job runs on local[*]; under spark-submit the
 submitted master wins.
+
+A local driver JVM (the whole of Spark in local mode) gets the throughput garbage collector: on a
+batch job with few cores, G1's concurrent threads compete with the tasks. Measured with `adsrel
+prepare` on 4M rows, local[2], fresh processes alternating: 93-105 s with ParallelGC, 118-121 s
+with G1. A cluster's own JVM settings are left alone.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import os
 import sys
 
 from pyspark.sql import SparkSession
+
+LOCAL_DRIVER_JAVA_OPTIONS = "-XX:+UseParallelGC"
 
 
 def build_session(
@@ -28,7 +35,9 @@ def build_session(
         builder = builder.master(master)
     elif not submitted:
         builder = builder.master("local[*]")
+    local = (master or "").startswith("local") or (not master and not submitted)
     settings = {
+        **({"spark.driver.extraJavaOptions": LOCAL_DRIVER_JAVA_OPTIONS} if local else {}),
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.pyspark.driver.python": os.environ["PYSPARK_DRIVER_PYTHON"],
         "spark.sql.session.timeZone": "UTC",
