@@ -24,7 +24,8 @@ from pyspark.sql import types as T
 # Whitespace including unicode separators, control and format characters (RE2 and Java alike).
 _SPACE = r"\s\p{Z}\p{Cc}\p{Cf}"
 # The runs of _SPACE that normalisation changes: two or more characters, or one that is not a plain
-# space. Matching only these (not every single space between words) makes the replace ~5x faster.
+# space. Matching only these, not every single space between words, made the replace 3-7x faster
+# on ad text (on 4M synthetic rows; no change on URLs, which have no spaces).
 _SPACE_TO_FIX = rf"[{_SPACE}]{{2,}}|[\t\n\f\r\p{{Cc}}\p{{Cf}}]|[^ \PZ]"
 
 

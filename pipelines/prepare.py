@@ -127,6 +127,10 @@ def detect_format(path: str) -> str:
     return found.pop()
 
 
+def _has_canonical_type(df: DataFrame, column: str) -> bool:
+    return dict(df.dtypes)[column] == RAW_TYPES[column].simpleString()
+
+
 def read_input(spark: SparkSession, path: str) -> DataFrame:
     """One input as its raw columns, plus ``_corrupt_record`` (null if parsed).
 
@@ -148,10 +152,9 @@ def read_input(spark: SparkSession, path: str) -> DataFrame:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
         raise UserError(f"{path} lacks required columns: {', '.join(missing)}")
-    types = dict(df.dtypes)
     columns = [
         F.lit(None).cast(RAW_TYPES[c]).alias(c) if c not in df.columns
-        else F.col(c) if types[c] == RAW_TYPES[c].simpleString()
+        else F.col(c) if _has_canonical_type(df, c)
         else F.col(c).cast("string").alias(c)
         for c in RAW_COLUMNS
     ]
@@ -166,8 +169,7 @@ def read_raw(spark: SparkSession, paths: Sequence[str]) -> DataFrame:
     both passes over the input.
     """
     frames = [read_input(spark, p) for p in paths]
-    typed = {c for c in RAW_COLUMNS if all(dict(f.dtypes)[c] == RAW_TYPES[c].simpleString() for f in frames)}
-    loose = [c for c in RAW_COLUMNS if c not in typed and RAW_TYPES[c] != T.StringType()]
+    loose = [c for c in RAW_COLUMNS if not all(_has_canonical_type(f, c) for f in frames)]
     frames = [f.withColumns({c: F.col(c).cast("string") for c in loose}) if loose else f for f in frames]
     df = frames[0]
     for other in frames[1:]:
