@@ -1,6 +1,12 @@
+import html
+import random
+import unicodedata
+
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import functions as F
 
-from features.text import is_blank, normalise_text, normalise_text_columns
+from features.text import is_blank, normalise_text, normalise_text_array, normalise_text_columns
 
 
 def test_unicode_normalisation_decodes_entities_and_compatibility_forms():
@@ -51,15 +57,6 @@ def test_fast_paths_equal_the_plain_definition():
     """Only changed whitespace runs are matched and only changed values are written back; on random
     text with every kind of space, control, format, entity and composable character the result is the
     plain definition's: every run of [\\s\\p{Z}\\p{Cc}\\p{Cf}] to one space, NFKC of unescaped text."""
-    import html
-    import random
-    import unicodedata
-
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    from features.text import normalise_text_array
-
     pieces = [" ", "  ", "\t", "\n", "\x0b", "\x0c", "\r", "\x00", "\x1f", "\x7f", "\x85", "\xa0", "\u1680",
               "\u2002", "\u200b", "\u2028", "\u2029", "\u202f", "\u3000", "\ufeff", "\xad", "\u180e",
               "a", "B", "é", "e\u0301", "\ufb01", "&amp;", "&nbsp;", "&#32;", "&", "£", "İ", "\U0001f600"]
