@@ -15,6 +15,7 @@ from pipelines.prepare import (
     aggregate_examples,
     deduplicate_days,
     derive_labels,
+    examples,
     read_raw,
     run_prepare,
     split_column,
@@ -94,6 +95,17 @@ def test_dedup_then_aggregate_and_labels(spark):
     assert socks.label is None and socks.label_source is None
     strict = {r["query"]: r for r in derive_labels(agg, PrepareConfig(click_labels=False)).collect()}
     assert strict["boots"].label is None
+
+
+def test_examples_shuffle_once_and_sort_once_on_the_key_hash(spark):
+    df = with_reason(spark.createDataFrame([raw_row(), raw_row(query="boots")], RAW), TASKS)
+    plan = examples(df, TASKS, PrepareConfig())._jdf.queryExecution().executedPlan().toString()
+    steps = [line.strip("+-: ") for line in plan.splitlines()]
+    exchanges = [s for s in steps if s.startswith("Exchange")]
+    sorts = [s for s in steps if s.startswith("Sort ")]
+    assert len(exchanges) == 1 and "_key_hash" in exchanges[0]
+    assert len(sorts) == 1 and sorts[0].startswith("Sort [_key_hash")
+    assert sum(s.startswith("SortAggregate") for s in steps) == 2
 
 
 def test_split_is_deterministic_and_by_query(spark):
