@@ -279,9 +279,13 @@ def normalise_texts(df: DataFrame, limits: dict[str, int]) -> DataFrame:
 # ---------------------------------------------------------------- aggregation and labels
 
 
+def _key_hash() -> Column:
+    return F.xxhash64(*KEY)
+
+
 def _example_keys(df: DataFrame) -> list[Column]:
     """KEY led by its hash (:data:`KEY_HASH`, computed unless ``df`` carries it already)."""
-    key_hash = F.col(KEY_HASH) if KEY_HASH in df.columns else F.xxhash64(*KEY).alias(KEY_HASH)
+    key_hash = F.col(KEY_HASH) if KEY_HASH in df.columns else _key_hash().alias(KEY_HASH)
     return [key_hash, *[F.col(c) for c in KEY]]
 
 
@@ -411,7 +415,7 @@ def examples(accepted: DataFrame, task_map: TaskMap, config: PrepareConfig) -> D
     and the per-example aggregation reuse it, and one sort serves both.
     """
     typed = normalise_texts(typed_accepted(accepted), config.text_limits)
-    clustered = typed.withColumn(KEY_HASH, F.xxhash64(*KEY)).repartition(KEY_HASH)
+    clustered = typed.withColumn(KEY_HASH, _key_hash()).repartition(KEY_HASH)
     aggregated = aggregate_examples(deduplicate_days(clustered))
     return with_split_and_ids(derive_labels(aggregated, config), task_map, config)
 
