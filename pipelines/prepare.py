@@ -424,9 +424,7 @@ def examples(accepted: DataFrame, task_map: TaskMap, config: PrepareConfig) -> D
 
 
 def _count_reasons(reasons: Sequence[str]) -> list[Column]:
-    return [F.count(F.lit(1)).alias("input_rows")] + [
-        F.sum(F.when(F.col("reason") == r, 1).otherwise(0)).alias(r) for r in reasons
-    ]
+    return [F.count(F.when(F.col("reason") == r, 1)).alias(r) for r in reasons]
 
 
 def _write_manifest(output: Path, manifest: dict) -> None:
@@ -472,18 +470,22 @@ def run_prepare(
             raise UserError("give --task-map or --task-by")
         task_map = discover_task_map(raw, task_by)
     checked = with_reason(raw, task_map)
+    # Counted apart from both passes, so that the reconciliation below compares independent counts.
+    # An observation over every row of pass 1 cost about 1.3 s at 4M rows (it breaks whole-stage
+    # code generation); this count reads no column (0.1-0.3 s); the reasons are observed only on
+    # the quarantined rows.
+    input_rows = raw.count()
 
-    _progress("pass 1: validating and writing quarantine", started)
+    _progress(f"pass 1: validating {input_rows} rows and writing quarantine", started)
     reasons = [r for r in REASONS if r != "unmapped" or task_map]
     counts = Observation("reasons")
-    quarantined = checked.observe(counts, *_count_reasons(reasons)).where(F.col("reason").isNotNull())
+    quarantined = checked.where(F.col("reason").isNotNull()).observe(counts, *_count_reasons(reasons))
     as_read = [F.col(c).cast("string").alias(c) for c in RAW_COLUMNS]  # one quarantine schema
     quarantined.select(*as_read, CORRUPT, "reason").write.mode("overwrite").partitionBy(
         "reason"
     ).parquet(str(out / "quarantine"))
     seen = counts.get
     quarantine = {r: int(seen[r] or 0) for r in reasons if seen[r]}
-    input_rows = int(seen["input_rows"])
     quarantined_rows = sum(quarantine.values())
 
     _progress(f"pass 2: {input_rows - quarantined_rows} accepted rows -> examples", started)
