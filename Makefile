@@ -7,12 +7,14 @@ PIP := $(PY) -m pip
 
 .PHONY: install test lint bench bench-quality demo mlflow-ui clean
 
-# The stamp depends on setup.cfg so a change of dependencies reinstalls.
+# The stamp depends on setup.cfg so a change of dependencies reinstalls. The class archive makes
+# every local Spark job start faster (pipelines/class_archive.py); a job runs without it too.
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==$(TORCH_VERSION)
 	$(PIP) install --quiet -e '.[dev,bench]'
+	$(PY) -m pipelines.class_archive || echo "warning: Spark jobs run without a class archive"
 	touch $@
 
 install: $(VENV)/.installed

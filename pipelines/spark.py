@@ -11,7 +11,9 @@ with G1. It also compiles fewer methods: in a fresh JVM the JIT compilers spent 
 of it C2, per Java Flight Recorder) during a 76 s prepare run on 2 cores, in competition with the
 tasks; higher tier thresholds leave rarely hot methods to the cheaper tiers. Same benchmark, fresh
 processes, 10 runs with these thresholds against 11 without, interleaved: 64.9-74.2 s (mean 69.0)
-against 65.0-83.5 s (mean 73.4). A cluster's own JVM settings are left alone.
+against 65.0-83.5 s (mean 73.4). Where `make install` built a class archive
+(:mod:`pipelines.class_archive`), the local driver maps it. A cluster's own JVM settings are left
+alone.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from pipelines.class_archive import archive_options
+
 LOCAL_DRIVER_JAVA_OPTIONS = " ".join([
     "-XX:+UseParallelGC",
     "-XX:Tier3InvocationThreshold=2000", "-XX:Tier3CompileThreshold=20000",
@@ -28,6 +32,12 @@ LOCAL_DRIVER_JAVA_OPTIONS = " ".join([
     "-XX:Tier4InvocationThreshold=50000", "-XX:Tier4CompileThreshold=60000",
     "-XX:Tier4BackEdgeThreshold=400000",
 ])
+
+
+def local_driver_java_options() -> str:
+    """:data:`LOCAL_DRIVER_JAVA_OPTIONS`, plus the class archive of :mod:`pipelines.class_archive`
+    when this environment has one."""
+    return " ".join([LOCAL_DRIVER_JAVA_OPTIONS, *archive_options()])
 
 
 def build_session(
@@ -47,7 +57,7 @@ def build_session(
         builder = builder.master("local[*]")
     local = (master or "").startswith("local") or (not master and not submitted)
     settings = {
-        **({"spark.driver.extraJavaOptions": LOCAL_DRIVER_JAVA_OPTIONS} if local else {}),
+        **({"spark.driver.extraJavaOptions": local_driver_java_options()} if local else {}),
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.pyspark.driver.python": os.environ["PYSPARK_DRIVER_PYTHON"],
         "spark.sql.session.timeZone": "UTC",
