@@ -501,8 +501,13 @@ def run_prepare(
         F.sum(F.when(F.col("label").isNull(), F.col("rows")).otherwise(0)).alias("unlabelled_rows"),
         F.sum(F.col("rows") - F.col("observations")).alias("duplicate_rows"),
     ).where(F.col("label").isNotNull())
+    # One writing task per core, not one per shuffle partition: every task writes a file for each
+    # (split, task) it holds, and at 4M rows the 12 partitions of the aggregation wrote 360 files
+    # of 0.3 MB median. Coalescing keeps the aggregation's partitions (and its sorts) as they are.
+    # Measured, warm JVM, whole job, alternating: 48.6-49.9 s against 49.9-56.1 s.
     (
         labelled.select(*SHARD_COLUMNS, "rows", "split")
+        .coalesce(spark.sparkContext.defaultParallelism)
         .write.mode("overwrite")
         .option("maxRecordsPerFile", config.max_records_per_file)
         .options(**{f"parquet.enable.dictionary#{c}": "false" for c in PLAIN_ENCODED})

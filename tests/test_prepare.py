@@ -157,6 +157,21 @@ def test_whole_job_reconciles_and_never_leaks(spark, dirty_logs, tmp_path):
     assert "example_id" in pq.read_schema(part).names
 
 
+def test_one_shard_file_per_core_not_per_shuffle_partition(spark, dirty_logs, tmp_path):
+    settings = {"spark.sql.shuffle.partitions": "8", "spark.sql.adaptive.coalescePartitions.enabled": "false"}
+    saved = {k: spark.conf.get(k) for k in settings}
+    try:
+        for k, v in settings.items():
+            spark.conf.set(k, v)
+        run_prepare(spark, [dirty_logs], str(tmp_path), load_task_map("configs/tasks.yaml"), PrepareConfig())
+    finally:
+        for k, v in saved.items():
+            spark.conf.set(k, v)
+    shards = list((tmp_path / "shards").glob("split=*/task=*"))
+    assert shards
+    assert max(len(list(d.glob("*.parquet"))) for d in shards) <= spark.sparkContext.defaultParallelism
+
+
 def test_rerun_replaces_output_and_same_input_gives_same_shards(spark, dirty_logs, tmp_path):
     out = tmp_path / "prepared"
     tm = load_task_map("configs/tasks.yaml")
