@@ -62,7 +62,9 @@ def normalise_text_array(values: pa.Array, limit: int | None = None, lowercase: 
     values = pc.utf8_trim(pc.replace_substring_regex(normalise_unicode_array(values), _SPACE_TO_FIX, " "), " ")
     if lowercase:
         values = pc.utf8_lower(values)
-    return values if limit is None else pc.utf8_slice_codeunits(values, 0, limit)
+    if limit is None or (pc.max(pc.binary_length(values)).as_py() or 0) <= limit:
+        return values  # no value has more bytes than the limit, so none has more characters
+    return pc.utf8_slice_codeunits(values, 0, limit)
 
 
 def normalise_text(value: str | None, limit: int | None = None, lowercase: bool = False) -> str | None:
