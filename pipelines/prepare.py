@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import pyarrow.compute as pc
 from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
@@ -51,6 +52,7 @@ from features.task_map import (
 )
 from features.text import is_blank, normalise_text_columns
 from pipelines.errors import UserError
+from pipelines.shards import read_table, split_files
 
 SCHEMA_VERSION = 1
 CORRUPT = "_corrupt_record"
@@ -484,6 +486,19 @@ def _write_shards(
     return {k: int(v or 0) for k, v in written_seen.get.items()}, int(accepted_seen.get["rows"])
 
 
+def count_shards(output: Path) -> tuple[dict[str, dict[str, dict[str, int]]], int]:
+    """Rows and positives per split and task, and the input rows folded into them, from the shard
+    files' label and rows columns (pyarrow: a Spark job for this took about 2 s at 4M rows)."""
+    counts: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SPLITS}
+    folded = 0
+    for split in SPLITS:
+        for task, paths in split_files(output, split).items():
+            table = read_table(paths, ["label", "rows"])
+            counts[split][task] = {"rows": table.num_rows, "positives": int(pc.sum(table["label"]).as_py() or 0)}
+            folded += int(pc.sum(table["rows"]).as_py() or 0)
+    return counts, folded
+
+
 def discover_task_map(raw: DataFrame, task_by: str) -> TaskMap:
     """--task-by: one task per distinct market and/or vertical among the otherwise valid rows."""
     keys = tuple(k.strip() for k in task_by.split(","))
@@ -542,21 +557,7 @@ def run_prepare(
             f"count mismatch: {input_rows} input != {accepted_rows} accepted + {quarantined_rows} quarantined"
         )
     _progress("counting shards", started)
-    split_counts: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SPLITS}
-    if (out / "shards").exists() and any((out / "shards").glob("split=*")):
-        rows = (
-            spark.read.parquet(str(out / "shards"))
-            .groupBy("split", "task")
-            .agg(F.count(F.lit(1)).alias("rows"), F.sum("label").alias("positives"),
-                 F.sum("rows").alias("input_rows"))
-            .collect()
-        )
-    else:
-        rows = []
-    labelled_rows = 0
-    for r in sorted(rows, key=lambda r: (r["split"], r["task"])):
-        split_counts[r["split"]][r["task"]] = {"rows": int(r["rows"]), "positives": int(r["positives"])}
-        labelled_rows += int(r["input_rows"])
+    split_counts, labelled_rows = count_shards(out)
     if labelled_rows + ex["unlabelled_rows"] != accepted_rows:
         raise RuntimeError("count mismatch between accepted rows and rows folded into examples")
 
