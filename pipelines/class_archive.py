@@ -42,7 +42,6 @@ def archive_options(archive: Path = ARCHIVE) -> list[str]:
 
 def _workload(workdir: Path, dump_to: Path) -> None:
     """A small synth + prepare in a driver JVM that dumps the classes it loaded when it exits."""
-    from features.task_map import load_task_map
     from pipelines.prepare import PrepareConfig, run_prepare
     from pipelines.spark import LOCAL_DRIVER_JAVA_OPTIONS, build_session
     from pipelines.synth import synth_logs, write_logs
@@ -54,8 +53,7 @@ def _workload(workdir: Path, dump_to: Path) -> None:
     )
     raw = str(workdir / "raw")
     write_logs(synth_logs(spark, 5_000, seed=0), raw)
-    task_map = load_task_map(str(Path(__file__).resolve().parents[1] / "configs" / "tasks.yaml"))
-    run_prepare(spark, [raw], str(workdir / "prepared"), task_map, PrepareConfig())
+    run_prepare(spark, [raw], str(workdir / "prepared"), None, PrepareConfig(), task_by="market,vertical")
     print(spark.sparkContext._jvm.java.lang.ProcessHandle.current().pid(), flush=True)
     spark.stop()  # the JVM exits after this process does, and writes the archive as it exits
 
