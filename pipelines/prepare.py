@@ -6,9 +6,9 @@ DataFrame functions, submitted together (pass 1 from a second thread):
 1. every row gets a quarantine ``reason`` (null when it is fine) from Spark column expressions;
    the failing rows are written to ``quarantine/reason=*`` while an observation on them counts
    rows per reason;
-2. the accepted rows are normalised (one vectorised pandas UDF for NFKC + HTML entities, the rest in
-   the JVM), de-duplicated per (query, ad_id, market, day), aggregated per (query, ad_id, market),
-   labelled, split by hashed query and written to ``shards/split=*/task=*``.
+2. the accepted rows are normalised (one vectorised Arrow UDF, :mod:`features.text`),
+   de-duplicated per (query, ad_id, market, day), aggregated per (query, ad_id, market), labelled,
+   split by hashed query and written to ``shards/split=*/task=*``.
 
 The manifest is written last and atomically; an existing one is removed first, so a failed run
 leaves none.
@@ -441,7 +441,7 @@ def _progress(message: str, started: float) -> None:
     print(f"adsrel prepare: [{time.time() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
 
 
-def write_quarantine(checked: DataFrame, reasons: Sequence[str], path: Path) -> dict[str, int]:
+def _write_quarantine(checked: DataFrame, reasons: Sequence[str], path: Path) -> dict[str, int]:
     """Pass 1: the rows with a reason, as read, under ``reason=*``; returns the rows per reason."""
     counts = Observation("reasons")
     quarantined = checked.where(F.col("reason").isNotNull()).observe(counts, *_count_reasons(reasons))
@@ -544,7 +544,7 @@ def run_prepare(
         # Both passes are submitted together: the scheduler still runs pass 1's tasks first, but
         # pass 2 is planned meanwhile and its tasks take any core pass 1 leaves idle. 4M rows,
         # fresh processes alternating: 59.0 / 62.2 / 55.9 s against 60.2 / 64.3 / 60.9 s in turn.
-        pass_1 = pool.submit(write_quarantine, checked, reasons, out / "quarantine")
+        pass_1 = pool.submit(_write_quarantine, checked, reasons, out / "quarantine")
         try:
             ex, accepted_rows = _write_shards(spark, checked, task_map, config, out / "shards")
         except BaseException:
