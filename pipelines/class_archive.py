@@ -26,8 +26,8 @@ from pathlib import Path
 import pyspark
 
 ARCHIVE = Path(sys.prefix) / "share" / "adsrel" / f"spark-{pyspark.__version__}-classes.jsa"
-# The JVM warns when it cannot map an archive (another JVM build or class path); it then runs
-# without it, which is all we want, so the warning is only noise.
+# The JVM warns, on stdout, when it cannot map an archive (another JVM build, changed jars); it
+# then runs without it, which is all we want, so the warning is only noise.
 _QUIET = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off")
 
 
