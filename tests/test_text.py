@@ -6,7 +6,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import functions as F
 
-from features.text import is_blank, normalise_text, normalise_text_array, normalise_text_columns
+from features.text import _BLANK, is_blank, normalise_text, normalise_text_array, normalise_text_columns
 
 
 def test_unicode_normalisation_decodes_entities_and_compatibility_forms():
@@ -51,6 +51,19 @@ def test_blank_detection(spark):
     df = spark.createDataFrame([(v,) for v in values], "t string")
     flags = [r[0] for r in df.select(is_blank(F.col("t"))).collect()]
     assert flags == [True, True, True, True, True, True, False, False, False, False, False]
+
+
+def test_blank_fast_path_equals_the_regex(spark):
+    """The first-character test only spares the regex: on random text starting with every kind of
+    character, blank is exactly what the regex alone says."""
+    pieces = [" ", "\t", "\x00", "\x1f", "!", "~", "\x7f", "\xa0", "\u200b", "\ufeff", "&", "&nbsp;",
+              "&#32;", "&#x20;", "&amp;", "a", "Z", "0", "é", "\U0001f600"]
+    rng = random.Random(1)
+    values = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 4))) for _ in range(3_000)]
+    df = spark.createDataFrame([(v,) for v in values], "t string")
+    got = df.select(is_blank(F.col("t")).alias("fast"), F.col("t").rlike(_BLANK).alias("regex")).collect()
+    assert sum(r.regex for r in got) > 100  # blank values are among them
+    assert [r.fast for r in got] == [r.regex for r in got]
 
 
 def test_fast_paths_equal_the_plain_definition():
