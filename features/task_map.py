@@ -54,6 +54,16 @@ class TaskMap:
     def as_dict(self) -> dict:
         return {"tasks": [t.as_dict() for t in self.tasks], "unmapped": self.unmapped}
 
+    @property
+    def markets(self) -> list[str]:
+        """The markets the tasks name ('*' aside), sorted."""
+        return sorted({m for t in self.tasks for m in t.markets if m != "*"})
+
+    @property
+    def verticals(self) -> list[str]:
+        """The verticals the tasks name ('*' aside), sorted."""
+        return sorted({v for t in self.tasks for v in t.verticals if v != "*"})
+
     def task_for(self, market: str | None, vertical: str | None) -> Task | None:
         """Python twin of :func:`task_column` for one row (scorers outside Spark): first match wins,
         then the catch-all; None when the map quarantines unmapped rows."""
@@ -171,8 +181,7 @@ def task_column(task_map: TaskMap, market: Column, vertical: Column) -> Column:
     """
     from pyspark.sql import functions as F
 
-    markets = sorted({m for t in task_map.tasks for m in t.markets if m != "*"})
-    verticals = sorted({v for t in task_map.tasks for v in t.verticals if v != "*"})
+    markets, verticals = task_map.markets, task_map.verticals
 
     def index(values: list[str], column: Column) -> Column:
         if not values:  # only '*' in the map: every row is in the one slot

@@ -103,10 +103,11 @@ def is_blank(column: Column) -> Column:
     """True for null, empty, whitespace-only or entity-only-whitespace text (checked in the JVM).
 
     A value whose first character is printable ASCII other than '&' cannot be blank, and nearly
-    every value starts so: only the others reach the Java regex. Prepare checks five columns of every
-    row this way, in both passes; warm JVM, 4M rows, the quarantine pass took 2.5-3.2 s against
-    3.2-4.1 s with the regex on every value.
+    every value starts so: only the others reach the Java regex. The first character is tested by
+    comparing the whole value with one-character strings (bytewise, it stops at the first byte), as
+    taking it out with substring copies it. Prepare checks five columns of every row this way, in
+    both passes; warm JVM, 4M rows, the quarantine pass took 2.5-3.2 s against 3.2-4.1 s with the
+    regex on every value.
     """
-    first = F.substring(column, 1, 1)
-    plain = (first >= F.lit("!")) & (first <= F.lit("~")) & (first != F.lit("&"))
+    plain = (column >= F.lit("!")) & (column < F.lit("\x7f")) & ((column < F.lit("&")) | (column >= F.lit("'")))
     return column.isNull() | (~plain & column.rlike(_BLANK))

@@ -21,6 +21,7 @@ from pipelines.prepare import (
     split_column,
     typed_accepted,
     with_reason,
+    with_segment,
 )
 from pipelines.synth import synth_logs, write_logs
 
@@ -68,6 +69,19 @@ def raw_row(**overrides):
 def test_validation_reasons(spark, overrides, reason):
     df = spark.createDataFrame([raw_row(**overrides)], RAW)
     assert with_reason(df, TASKS).first()["reason"] == reason
+
+
+def test_segment_shortcut_for_names_the_map_spells_changes_nothing(spark):
+    """Markets and verticals written as the map writes them skip the normalisation; every value,
+    written so or not, comes out as the full normalisation makes it."""
+    task_map = parse_task_map({"tasks": [{"name": "a", "markets": ["en-US", "EN_gb"],
+                                          "verticals": ["retail", "Travel"]}]})
+    values = [("en-US", "retail"), ("en-GB", "travel"), ("EN_us", " Retail "), (" en-gb", "TRAVEL"),
+              ("fr-FR", "health"), (None, None), ("en-US ", "retail\t"), ("", "")]
+    df = spark.createDataFrame(values, "market string, vertical string")
+    shortcut = with_segment(df, task_map).select("_market", "_vertical").collect()
+    assert shortcut == with_segment(df).select("_market", "_vertical").collect()
+    assert shortcut[2] == ("en-US", "retail") and shortcut[3] == ("en-GB", "travel")
 
 
 def test_dedup_then_aggregate_and_labels(spark):
