@@ -113,7 +113,7 @@ def test_dedup_then_aggregate_and_labels(spark):
 
 def test_examples_shuffle_once_and_sort_once_on_the_key_hash(spark):
     df = with_reason(spark.createDataFrame([raw_row(), raw_row(query="boots")], RAW), TASKS)
-    plan = examples(df, TASKS, PrepareConfig())._jdf.queryExecution().executedPlan().toString()
+    plan = examples(df, PrepareConfig())._jdf.queryExecution().executedPlan().toString()
     steps = [line.strip("+-: ") for line in plan.splitlines()]
     exchanges = [s for s in steps if s.startswith("Exchange")]
     sorts = [s for s in steps if s.startswith("Sort ")]
