@@ -14,6 +14,12 @@ processes, 10 runs with these thresholds against 11 without, interleaved: 64.9-7
 against 65.0-83.5 s (mean 73.4). Where `make install` built a class archive
 (:mod:`pipelines.class_archive`), the local driver maps it. A cluster's own JVM settings are left
 alone.
+
+A local driver also asks adaptive execution for 16 MB shuffle partitions instead of 64 MB: its
+tasks share the one driver heap (1g by default), and prepare's sort before the aggregation spilled
+less with smaller partitions (4M rows: 1.7 GB spilled in the reduce stage instead of 2.5 GB). Warm
+JVM, whole prepare job, alternating, five rounds: 35.2-39.8 s against 37.1-44.8 s, faster in every
+round.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ LOCAL_DRIVER_JAVA_OPTIONS = " ".join([
     "-XX:Tier4InvocationThreshold=50000", "-XX:Tier4CompileThreshold=60000",
     "-XX:Tier4BackEdgeThreshold=400000",
 ])
+
+LOCAL_SHUFFLE_PARTITION_SIZE = "16m"
 
 
 def local_driver_java_options() -> str:
@@ -57,7 +65,8 @@ def build_session(
         builder = builder.master("local[*]")
     local = (master or "").startswith("local") or (not master and not submitted)
     settings = {
-        **({"spark.driver.extraJavaOptions": local_driver_java_options()} if local else {}),
+        **({"spark.driver.extraJavaOptions": local_driver_java_options(),
+            "spark.sql.adaptive.advisoryPartitionSizeInBytes": LOCAL_SHUFFLE_PARTITION_SIZE} if local else {}),
         "spark.pyspark.python": os.environ["PYSPARK_PYTHON"],
         "spark.pyspark.driver.python": os.environ["PYSPARK_DRIVER_PYTHON"],
         "spark.sql.session.timeZone": "UTC",

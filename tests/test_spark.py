@@ -1,4 +1,4 @@
-"""The local driver JVM's settings: collector, JIT thresholds, class archive."""
+"""The local driver's settings: collector, JIT thresholds, class archive, shuffle partition size."""
 
 import os
 import shutil
@@ -15,6 +15,12 @@ def test_local_driver_runs_the_throughput_collector(spark):
     management = spark.sparkContext._jvm.java.lang.management.ManagementFactory
     collectors = {bean.getName() for bean in management.getGarbageCollectorMXBeans()}
     assert collectors == {"PS Scavenge", "PS MarkSweep"}  # G1 would be "G1 Young Generation", ...
+
+
+def test_local_driver_asks_for_small_shuffle_partitions(spark):
+    key = "spark.sql.adaptive.advisoryPartitionSizeInBytes"
+    size = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(spark.conf.get(key))
+    assert size == 16 * 2**20 < 64 * 2**20  # Spark's own default
 
 
 def test_local_driver_jit_compiles_only_hot_methods_late(spark):
