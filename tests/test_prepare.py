@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from features.task_map import load_task_map, parse_task_map
+from features.task_map import load_task_map, locale_column, parse_task_map
 from pipelines.errors import UserError
 from pipelines.prepare import (
     PrepareConfig,
@@ -54,6 +54,8 @@ def raw_row(**overrides):
         ({"ad_title": None}, "missing_ad_title"),
         ({"market": "unknown"}, "invalid_market"),
         ({"market": "EN-us"}, None),
+        ({"market": "en-CA"}, None),
+        ({"market": "en-US\n"}, "invalid_market"),
         ({"impressions": "-3"}, "bad_impressions"),
         ({"impressions": "lots"}, "bad_impressions"),
         ({"clicks": "11"}, "clicks_exceed_impressions"),
@@ -71,17 +73,20 @@ def test_validation_reasons(spark, overrides, reason):
     assert with_reason(df, TASKS).first()["reason"] == reason
 
 
-def test_segment_shortcut_for_names_the_map_spells_changes_nothing(spark):
-    """Markets and verticals written as the map writes them skip the normalisation; every value,
-    written so or not, comes out as the full normalisation makes it."""
+def test_segment_shortcut_changes_nothing(spark):
+    """Markets and verticals written as the map writes them, well-formed markets it does not name
+    and label sources spelt as the schema spells them skip the normalisation; every value, written
+    so or not, comes out as the full normalisation makes it."""
     task_map = parse_task_map({"tasks": [{"name": "a", "markets": ["en-US", "EN_gb"],
                                           "verticals": ["retail", "Travel"]}]})
-    values = [("en-US", "retail"), ("en-GB", "travel"), ("EN_us", " Retail "), (" en-gb", "TRAVEL"),
-              ("fr-FR", "health"), (None, None), ("en-US ", "retail\t"), ("", "")]
-    df = spark.createDataFrame(values, "market string, vertical string")
-    shortcut = with_segment(df, task_map).select("_market", "_vertical").collect()
-    assert shortcut == with_segment(df).select("_market", "_vertical").collect()
-    assert shortcut[2] == ("en-US", "retail") and shortcut[3] == ("en-GB", "travel")
+    values = [("en-US", "retail", "human"), ("en-GB", "travel", "llm"), ("EN_us", " Retail ", " Human"),
+              (" en-gb", "TRAVEL", "CLICK"), ("fr-FR", "health", "click"), ("fr_fr", "x", "x"),
+              (None, None, None), ("en-US ", "retail\t", "llm\n"), ("", "", ""), ("en-CA\n", "a", "a")]
+    df = spark.createDataFrame(values, "market string, vertical string, label_source string")
+    shortcut = with_segment(df, task_map).select("_market", "_vertical", "_label_source").collect()
+    full = df.select(locale_column(F.col("market")), F.lower(F.trim("vertical")), F.lower(F.trim("label_source")))
+    assert shortcut == full.collect()
+    assert shortcut[2] == ("en-US", "retail", "human") and shortcut[5][0] == "fr-FR"
 
 
 def test_dedup_then_aggregate_and_labels(spark):
