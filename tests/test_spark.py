@@ -23,6 +23,10 @@ def test_local_driver_asks_for_small_shuffle_partitions(spark):
     assert size == 16 * 2**20 < 64 * 2**20  # Spark's own default
 
 
+def test_local_driver_spills_uncompressed(spark):
+    assert spark.sparkContext.getConf().get("spark.shuffle.spill.compress") == "false"  # Spark: true
+
+
 def test_local_driver_jit_compiles_only_hot_methods_late(spark):
     runtime = spark.sparkContext._jvm.java.lang.management.ManagementFactory.getRuntimeMXBean()
     arguments = set(runtime.getInputArguments())
