@@ -225,10 +225,6 @@ def _lower_trimmed(column: Column) -> Column:
     return F.lower(F.trim(column))
 
 
-def _named_markets(task_map: TaskMap | None) -> list[str]:
-    return [m for m in task_map.markets if normalise_locale(m) == m] if task_map else []
-
-
 def with_segment(df: DataFrame, task_map: TaskMap | None = None) -> DataFrame:
     """Adds ``_market`` (normalised locale), ``_vertical`` (trimmed, lower case) and
     ``_label_source`` (trimmed, lower case).
@@ -237,10 +233,11 @@ def with_segment(df: DataFrame, task_map: TaskMap | None = None) -> DataFrame:
     skip the normalisation: a quarter of the synthetic rows are in markets the map does not name
     (en-CA, en-IN), and the locale split repeats a regex replace three times per value.
     """
+    markets = [m for m in task_map.markets if normalise_locale(m) == m] if task_map else []
     verticals = [v for v in task_map.verticals if v == v.strip().lower()] if task_map else []
     return df.withColumns(
         {
-            "_market": _normalised(F.col("market"), locale_column, _named_markets(task_map), LOCALE),
+            "_market": _normalised(F.col("market"), locale_column, markets, LOCALE),
             "_vertical": _normalised(F.col("vertical"), _lower_trimmed, verticals),
             "_label_source": _normalised(F.col("label_source"), _lower_trimmed, LABEL_SOURCES),
         }
@@ -259,8 +256,6 @@ def with_reason(df: DataFrame, task_map: TaskMap | None) -> DataFrame:
     impressions, clicks = _typed("impressions"), _typed("clicks")
     position, label = _typed("position"), _typed("label")
     source = F.col("_label_source")
-    market = F.col("_market")
-    named = _named_markets(task_map)
     task_id = (
         task_column(task_map, F.col("_market"), F.col("_vertical"))
         if task_map
@@ -273,7 +268,7 @@ def with_reason(df: DataFrame, task_map: TaskMap | None) -> DataFrame:
         ("missing_ad_id", is_blank(F.col("ad_id"))),
         ("missing_advertiser_id", is_blank(F.col("advertiser_id"))),
         ("missing_ad_title", is_blank(F.col("ad_title"))),
-        ("invalid_market", market.isNull() | ~((market.isin(named) if named else F.lit(False)) | market.rlike(LOCALE))),
+        ("invalid_market", F.col("_market").isNull() | ~F.col("_market").rlike(LOCALE)),
         ("missing_vertical", is_blank(F.col("vertical"))),
         ("bad_impressions", impressions.isNull() | (impressions < 0)),
         ("bad_clicks", clicks.isNull() | (clicks < 0)),

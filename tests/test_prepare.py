@@ -73,6 +73,12 @@ def test_validation_reasons(spark, overrides, reason):
     assert with_reason(df, TASKS).first()["reason"] == reason
 
 
+def test_a_market_the_map_names_must_still_be_a_locale(spark):
+    task_map = parse_task_map({"tasks": [{"name": "g", "markets": ["global", "en-US"], "verticals": ["*"]}]})
+    df = spark.createDataFrame([raw_row(market="global"), raw_row(market="en-US")], RAW)
+    assert [r["reason"] for r in with_reason(df, task_map).collect()] == ["invalid_market", None]
+
+
 def test_segment_shortcut_changes_nothing(spark):
     """Markets and verticals written as the map writes them, well-formed markets it does not name
     and label sources spelt as the schema spells them skip the normalisation; every value, written
