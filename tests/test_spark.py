@@ -1,14 +1,16 @@
-"""The local driver's settings: collector, JIT thresholds, class archive, shuffle partition size."""
+"""The local driver's settings: collector, JIT thresholds, class archive, shuffle partition size,
+classes loaded ahead."""
 
 import os
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 
 import pyspark
 
 from pipelines.class_archive import ARCHIVE, archive_options
-from pipelines.spark import local_driver_java_options
+from pipelines.spark import CASE_MAPPINGS_CLASS, load_class_in_background, local_driver_java_options
 
 
 def test_local_driver_runs_the_throughput_collector(spark):
@@ -70,3 +72,14 @@ def test_local_driver_maps_the_class_archive_when_built(spark):
     arguments = set(runtime.getInputArguments())
     assert set(local_driver_java_options().split()) <= arguments
     assert (f"-XX:SharedArchiveFile={ARCHIVE}" in arguments) == ARCHIVE.is_file()
+
+
+def test_a_class_loads_in_the_background_and_a_missing_one_is_ignored(spark, monkeypatch):
+    spark.sparkContext._jvm.java.lang.Class.forName(CASE_MAPPINGS_CLASS)  # still there in this Spark
+    raised = []
+    monkeypatch.setattr(threading, "excepthook", raised.append)
+    threads = [load_class_in_background(spark, name) for name in (CASE_MAPPINGS_CLASS, "org.example.Missing")]
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert raised == []
