@@ -40,7 +40,8 @@ from typing import Any
 from evaluation.gate import Decision, GatePolicy, decide
 from models.artifact import ArtifactError, read_metadata
 from pipelines.errors import UserError
-from pipelines.mlflow_model import DIGEST_TAG, EXPERIMENT, REGISTERED_MODEL, model_digest
+from pipelines.mlflow_model import DIGEST_TAG, REGISTERED_MODEL, model_digest
+from pipelines.mlflow_model import experiment_id as mlflow_experiment_id
 from pipelines.model_uri import resolve_model_dir
 from pipelines.shards import manifest_digest, read_manifest
 
@@ -121,16 +122,6 @@ def _client():
     import mlflow
 
     return mlflow.MlflowClient()
-
-
-def _experiment_id(client) -> str:
-    import os
-
-    import mlflow
-
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
-    experiment = client.get_experiment_by_name(name)
-    return experiment.experiment_id if experiment else mlflow.create_experiment(name)
 
 
 def _alias_version(client, alias: str) -> str | None:
@@ -311,7 +302,7 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
             "tasks": expected}
 
     client = _client()
-    experiment_id = _experiment_id(client)
+    experiment_id = mlflow_experiment_id()
     version = resolve_candidate(candidate, client, lambda model_dir: input_example(model_dir, shards, split))
     champion_version = _alias_version(client, CHAMPION)
 

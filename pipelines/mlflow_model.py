@@ -52,12 +52,47 @@ def model_digest(model_dir: str | Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def set_experiment() -> None:
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlruns`` beside the database of a local sqlite
+    store, else None (the store's own default).
+
+    MLflow's default for a sqlite store is ``./mlruns`` under the working directory of whichever
+    process creates the experiment: a test on a temporary store, or a scheduled task started
+    elsewhere, would leave its runs' artifacts there, apart from the database that records them.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not database or database == ":memory:":
+        return None
+    return (Path(database).resolve().parent / "mlruns").as_uri()
+
+
+def experiment_id() -> str:
     """The ads-relevance experiment (MLFLOW_EXPERIMENT_NAME overrides it, as in MLflow) on the tracking
-    URI of MLFLOW_TRACKING_URI (or MLflow's default)."""
+    URI of MLFLOW_TRACKING_URI (or MLflow's default), created with :func:`artifact_location` if new."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri()))
+    except MlflowException:  # created meanwhile by another process
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def set_experiment() -> None:
+    """Makes :func:`experiment_id` the active experiment."""
     import mlflow
 
-    mlflow.set_experiment(os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT)
+    mlflow.set_experiment(experiment_id=experiment_id())
 
 
 def signature():
