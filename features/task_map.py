@@ -162,12 +162,16 @@ def normalise_locale(value: str) -> str:
 
 
 def locale_column(column: Column) -> Column:
-    """Spark twin of :func:`normalise_locale`: the locale with language lower and region upper."""
+    """Spark twin of :func:`normalise_locale`: the locale with language lower and region upper.
+
+    Like its twin it splits at the first separator, so 'en-GB-US' stays three parts (and is no
+    locale) instead of becoming 'en-US'.
+    """
     from pyspark.sql import functions as F
 
-    trimmed = F.regexp_replace(F.trim(column), "_", "-")
+    trimmed = F.replace(F.trim(column), F.lit("_"), F.lit("-"))
     lang = F.lower(F.substring_index(trimmed, "-", 1))
-    region = F.upper(F.substring_index(trimmed, "-", -1))
+    region = F.upper(trimmed.substr(F.instr(trimmed, "-") + 1, F.length(trimmed)))
     return F.when(trimmed.contains("-"), F.concat(lang, F.lit("-"), region)).otherwise(trimmed)
 
 

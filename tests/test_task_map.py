@@ -1,7 +1,7 @@
 import pytest
 from pyspark.sql import functions as F
 
-from features.task_map import load_task_map, locale_column, parse_task_map, task_column
+from features.task_map import load_task_map, locale_column, normalise_locale, parse_task_map, task_column
 from pipelines.errors import UserError
 
 
@@ -80,3 +80,14 @@ def test_spark_task_column_with_wildcards_only(spark):
     tm = parse_task_map({"tasks": [{"name": "all", "markets": ["*"], "verticals": ["*"]}], "unmapped": "quarantine"})
     df = spark.createDataFrame([("en-GB", "travel"), (None, None)], "market string, vertical string")
     assert [r[0] for r in df.select(task_column(tm, F.col("market"), F.col("vertical"))).collect()] == [0, 0]
+
+
+LOCALES = ["en-US", "EN-us", " en_gb ", "fr", "", "de-", "-at", "zh-Hant-TW", "en-GB-US", "en_GB-us", "pt_br_x"]
+
+
+def test_spark_locale_column_agrees_with_normalise_locale(spark):
+    """Both split at the first separator: 'en-GB-US' must not become 'en-US' on one side only."""
+    df = spark.createDataFrame([(v,) for v in LOCALES], "market string")
+    got = [r[0] for r in df.select(locale_column(F.col("market"))).collect()]
+    assert got == [normalise_locale(v) for v in LOCALES]
+    assert normalise_locale("en-GB-US") == "en-GB-US"
