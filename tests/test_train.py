@@ -12,14 +12,14 @@ import mlflow
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from models.config import METHODS
 from models.scoring import Scorer
 from pipelines.cli import main
 from pipelines.errors import UserError
 from pipelines.shards import read_split
-from pipelines.train import TrainingDiverged, train
+from pipelines.train import TrainingDiverged, build_model, train, trained_names
 from pipelines.train_config import load_train_config
 from tests.shard_data import write_shards
 from tests.tiny_models import tiny_backbone_dir
@@ -105,6 +105,21 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(backbone
     assert a.keys() == b.keys()
     for name in a:
         np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def test_a_checkpoint_holds_the_trained_weights_only_and_resume_needs_all_of_them(backbone, shards, tmp_path):
+    settings = {"max_steps": 6, "checkpoint_every": 3, "eval_every": 3}
+    with pytest.raises(Crash):
+        train(shards, tmp_path / "m", config(backbone, **settings), on_step=crash_at(4))
+    saved_file = tmp_path / "m" / "checkpoints" / "step-00000003" / "model.safetensors"
+    saved = load_file(saved_file)
+    model = build_model(config(backbone, **settings), 3)
+    assert set(saved) == trained_names(model)
+    assert sum(t.numel() for t in saved.values()) < sum(p.numel() for p in model.parameters()) / 2
+    del saved[sorted(saved)[0]]
+    save_file(saved, saved_file)
+    with pytest.raises(UserError, match="lacks trained weights"):
+        train(shards, tmp_path / "m", config(backbone, **settings))
 
 
 def test_resume_refuses_a_checkpoint_of_another_config(backbone, shards, tmp_path):
