@@ -115,6 +115,19 @@ def test_registered_model_uri_links_the_training_run(trained, shards, capsys):
     assert "eval/a/roc_auc_ci_low" not in run.data.metrics  # --bootstrap 0: no intervals
 
 
+def test_a_runs_uri_evaluates_the_model_its_training_run_logged(trained, shards, tmp_path):
+    model_dir, result = trained
+    uri = f"runs:/{result.run_id}/model"
+    common = ["--shards", str(shards), "--split", "valid", "--bootstrap", "0"]
+    assert main(["evaluate", "--model", uri, *common, "--report", str(tmp_path / "uri.json")]) == 0
+    assert main(["evaluate", "--model", str(model_dir), *common, "--no-mlflow",
+                 "--report", str(tmp_path / "dir.json")]) == 0
+    by_uri, by_dir = (json.loads((tmp_path / name).read_text()) for name in ("uri.json", "dir.json"))
+    assert by_uri["tasks"] == by_dir["tasks"] and set(by_uri["tasks"]) == {"a", "b", "c"}
+    (run,) = eval_runs(**{"adsrel.model_uri": uri})
+    assert run.data.tags["adsrel.evaluated_run_id"] == result.run_id
+
+
 def test_plots_of_a_plain_lora_model_have_no_mtl_structure(store, shards, tmp_path):
     artifact = tiny_artifact(tmp_path / "lora", ("a", "b", "c"), method="lora")
     report = evaluate_model(artifact, shards, split="valid", bootstrap=20)
