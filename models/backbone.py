@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -34,12 +37,33 @@ def resolve_backbone(reference: str) -> str:
     return reference
 
 
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers' load report and progress bar off for one load, then as they were."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
 def load_backbone(reference: str, dtype: torch.dtype | None = None) -> nn.Module:
     """The backbone (``AutoModel``: hidden states, no task head), loaded offline by default.
 
     Encoders that would add a pooling layer (BERT's) are loaded without it: relevance heads pool on
     their own, and a pooler missing from the checkpoint would be randomly initialised, making the
     backbone (and its fingerprint) differ from load to load.
+
+    transformers' load report is left out: on every load of all-MiniLM-L6-v2 it listed the pooler
+    weights we leave out on purpose as UNEXPECTED. Checkpoint weights the backbone does not use
+    (poolers, task heads) are expected; backbone weights the checkpoint lacks are randomly
+    initialised, and those are warned about.
     """
     from transformers import AutoConfig, AutoModel
     from transformers.models.auto.modeling_auto import MODEL_MAPPING
@@ -52,9 +76,16 @@ def load_backbone(reference: str, dtype: torch.dtype | None = None) -> nn.Module
         model_class = MODEL_MAPPING.get(type(config), None)
         if model_class is not None and "add_pooling_layer" in inspect.signature(model_class.__init__).parameters:
             kwargs["add_pooling_layer"] = False
-        return AutoModel.from_pretrained(path, config=config, **kwargs)
+        with _quiet_transformers():
+            model, info = AutoModel.from_pretrained(path, config=config, output_loading_info=True, **kwargs)
     except OSError as exc:
         raise FileNotFoundError(f"cannot load backbone {reference!r}: {str(exc).splitlines()[0]}") from None
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:
+        listed = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        warnings.warn(f"backbone {reference!r}: {len(missing)} weights are not in its checkpoint and were "
+                      f"randomly initialised ({listed})", stacklevel=2)
+    return model
 
 
 def load_tokenizer(reference: str):
