@@ -20,7 +20,8 @@ registry aliases of ``ads-relevance`` as the gate (evaluation/gate.py) decides.
    ``report_path`` when asked).
 
 An exception in an evaluation (or an incomplete report) raises :class:`EvaluationFailed` (exit 1), a
-model or data the evaluation refuses raises UserError (exit 2): both before any alias moves. Running
+champion that another promotion moved meanwhile :class:`ChampionMoved` (exit 1), a model or data the
+evaluation refuses raises UserError (exit 2): all before any alias moves. Running
 the same candidate on the same data again registers nothing, evaluates nothing and leaves the aliases
 as they are.
 """
@@ -62,6 +63,12 @@ class EvaluationFailed(Exception):
     """An evaluation raised or returned an incomplete report: nothing was promoted (exit code 1)."""
 
     exit_code = 1
+
+
+class ChampionMoved(EvaluationFailed):
+    """The champion alias moved while this promotion evaluated (another promotion got there first):
+    the decision compared the candidate with a model that is no longer the champion, so no alias
+    moves (exit code 1); running it again compares with the new champion."""
 
 
 @dataclass
@@ -328,7 +335,13 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
     runs["candidate"] = run_id = _log(candidate_eval, champion_eval)
     reports = {"candidate": candidate_eval.report, "champion": champion_eval.report if champion_eval else None}
 
-    # both evaluations succeeded: from here on the registry changes
+    # both evaluations succeeded: from here on the registry changes, unless the decision is stale.
+    # MLflow has no lock: this narrows the race between two promotions to the alias updates below.
+    now = _alias_version(client, CHAMPION)
+    if now != champion_version:
+        raise ChampionMoved(f"the champion moved from version {champion_version or 'none'} to {now or 'none'} "
+                            f"while version {version.version} was evaluated: nothing was promoted; run it again "
+                            "to compare with the new champion")
     client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version.version)
     if status == "promoted":
         client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version.version)

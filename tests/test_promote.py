@@ -175,6 +175,30 @@ def test_failed_evaluation_never_moves_an_alias(store, shards, models):
     assert "adsrel.gate.decision" not in after["tags"]["2"]  # registered, but never judged
 
 
+def test_a_champion_moved_by_another_promotion_meanwhile_is_not_overruled(store, shards, models):
+    from evaluation.promote import ChampionMoved, default_evaluator
+    from pipelines.mlflow_model import log_model
+
+    for name in ("fair", "weak_c"):
+        log_model(models[name], input_example=INPUT_EXAMPLE.assign(task="a"))
+    client = mlflow.MlflowClient()
+    for alias in ("champion", "challenger"):
+        client.set_registered_model_alias(REGISTERED_MODEL, alias, "1")
+    real = default_evaluator(0)
+
+    def racing(model_dir, shards_dir, split):
+        result = real(model_dir, shards_dir, split)
+        client.set_registered_model_alias(REGISTERED_MODEL, "champion", "2")  # another promotion got there
+        return result
+
+    with pytest.raises(ChampionMoved, match="champion moved from version 1 to 2 .*nothing was promoted"):
+        promote(str(models["good"]), shards, policy=POLICY, evaluate=racing)
+    after = registry_state()
+    assert after["versions"] == [1, 2, 3]
+    assert after["aliases"] == {"champion": "2", "challenger": "1"}
+    assert "adsrel.gate.decision" not in after["tags"]["3"]
+
+
 def ours(err: str) -> list[str]:
     """Our lines of stderr (MLflow logs its own when it creates a store)."""
     return [line for line in err.splitlines() if line.startswith("adsrel")]

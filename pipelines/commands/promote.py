@@ -18,7 +18,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "artifact of the candidate's evaluation run and summarised in the version's tags adsrel.gate.*. Running it "
         "again on the same candidate and data changes nothing. MLFLOW_TRACKING_URI or ./mlflow.db.",
         epilog="exit codes: 0 promoted (or already champion), 3 kept (the gate said no; reasons on stdout), "
-        "2 user error (bad path, URI or policy), 1 an evaluation failed (no alias moved).",
+        "2 user error (bad path, URI or policy), 1 an evaluation failed or another promotion moved the champion "
+        "meanwhile (no alias moved).",
     )
     p.add_argument("--candidate", required=True, metavar="URI_OR_DIR",
                    help="model directory, runs:/ URI, models:/ads-relevance/N or models:/ads-relevance@alias")
