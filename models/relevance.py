@@ -53,6 +53,13 @@ def default_pooling(backbone: nn.Module) -> str:
     return "last" if model_type in DECODER_MODEL_TYPES else "mean"
 
 
+
+def trained_names(module: nn.Module) -> set[str]:
+    """Names of the parameters that train (adapters and heads), as ``module`` names them: a data
+    parallel wrapper's names carry its prefix."""
+    return {name for name, p in module.named_parameters() if p.requires_grad}
+
+
 class RelevanceModel(nn.Module):
     """``model(input_ids, attention_mask, task_ids)`` -> relevance logits [batch].
 
@@ -92,7 +99,7 @@ class RelevanceModel(nn.Module):
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """Every trained tensor (adapters and heads; the whole model for ``full``), by name."""
-        names = {name for name, p in self.named_parameters() if p.requires_grad}
+        names = trained_names(self)
         return {name: t for name, t in self.state_dict().items() if name in names}
 
     def trainable_parameter_count(self) -> int:

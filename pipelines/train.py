@@ -32,7 +32,7 @@ from features.tokenize import PairEncoder
 from models.artifact import META_FILE, TOKENIZER_DIR, WEIGHTS_FILE, save_model
 from models.backbone import load_backbone, load_tokenizer
 from models.config import AdapterConfig
-from models.relevance import RelevanceModel, RelevanceModelConfig
+from models.relevance import RelevanceModel, RelevanceModelConfig, trained_names
 from pipelines.errors import UserError
 from pipelines.shards import MODEL_COLUMNS, manifest_digest, read_manifest, read_table, split_files, task_names
 from pipelines.train_config import TrainConfig
@@ -219,10 +219,6 @@ def calibrate_artifact(output: Path, frame: pd.DataFrame, names: list[str], meth
 def latest_checkpoint(directory: Path) -> Path | None:
     done = sorted(p for p in directory.glob("step-*") if (p / TRAINER_STATE).is_file())
     return done[-1] if done else None
-
-
-def trained_names(model: torch.nn.Module) -> set[str]:
-    return {name for name, p in model.named_parameters() if p.requires_grad}
 
 
 def keep_trained_weights(models: list[torch.nn.Module], weights: list[dict], output_dir: str) -> None:

@@ -15,11 +15,12 @@ import pytest
 from safetensors.torch import load_file, save_file
 
 from models.config import METHODS
+from models.relevance import trained_names
 from models.scoring import Scorer
 from pipelines.cli import main
 from pipelines.errors import UserError
 from pipelines.shards import read_split
-from pipelines.train import TrainingDiverged, build_model, train, trained_names
+from pipelines.train import TrainingDiverged, build_model, train
 from pipelines.train_config import load_train_config
 from tests.shard_data import write_shards
 from tests.tiny_models import tiny_backbone_dir
