@@ -6,7 +6,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import functions as F
 
-from features.text import _BLANK, is_blank, normalise_text, normalise_text_array, normalise_text_columns
+from features.text import (
+    _BLANK,
+    is_blank,
+    nfkc_may_change,
+    normalise_text,
+    normalise_text_array,
+    normalise_text_columns,
+    rows_with,
+)
 
 
 def test_unicode_normalisation_decodes_entities_and_compatibility_forms():
@@ -72,7 +80,9 @@ def test_fast_paths_equal_the_plain_definition():
     plain definition's: every run of [\\s\\p{Z}\\p{Cc}\\p{Cf}] to one space, NFKC of unescaped text."""
     pieces = [" ", "  ", "\t", "\n", "\x0b", "\x0c", "\r", "\x00", "\x1f", "\x7f", "\x85", "\xa0", "\u1680",
               "\u2002", "\u200b", "\u2028", "\u2029", "\u202f", "\u3000", "\ufeff", "\xad", "\u180e",
-              "a", "B", "é", "e\u0301", "\ufb01", "&amp;", "&nbsp;", "&#32;", "&", "£", "İ", "\U0001f600"]
+              "a", "B", "é", "e\u0301", "\ufb01", "&amp;", "&nbsp;", "&#32;", "&", "£", "İ", "\U0001f600",
+              "₹", "™", "…", "\u0301", "\u1100", "\u1161", "\uac00", "\u11a8", "\u0b47", "\u0b3e", "&#", "&x",
+              "&AMP", "&lt", "#", "x", "\U000e0001", "\U00013430", "\u0378", "\uffff"]
     rng = random.Random(0)
     values = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 10))) for _ in range(20_000)]
     values.append(None)
@@ -80,3 +90,32 @@ def test_fast_paths_equal_the_plain_definition():
     plain = pc.replace_substring_regex(pa.array(unicode_fixed, pa.string()), r"[\s\p{Z}\p{Cc}\p{Cf}]+", " ")
     expected = pc.utf8_slice_codeunits(pc.utf8_lower(pc.utf8_trim(plain, " ")), 0, 6)
     assert normalise_text_array(pa.array(values, pa.string()), limit=6, lowercase=True).equals(expected)
+    # the same from a slice (an array with an offset into its buffers) and as large strings
+    sliced = normalise_text_array(pa.array([None, "x", *values], pa.string()).slice(2), limit=6, lowercase=True)
+    assert sliced.equals(expected)
+    large = normalise_text_array(pa.array(values, pa.large_string()), limit=6, lowercase=True)
+    assert large.equals(expected.cast(pa.large_string()))
+
+
+def test_nfkc_may_change_covers_every_character_that_can_compose():
+    """A value is sent to NFKC only if a character in it may change: every character NFKC changes
+    alone, and every second character of a canonical pair that composes, must say so."""
+    for code_point in range(0x110000):
+        if 0xD800 <= code_point <= 0xDFFF:
+            continue
+        ch = chr(code_point)
+        if unicodedata.normalize("NFKC", ch) != ch:
+            assert nfkc_may_change(code_point), hex(code_point)
+        decomposition = unicodedata.decomposition(ch)
+        if decomposition and not decomposition.startswith("<") and len(decomposition.split()) == 2:
+            assert nfkc_may_change(int(decomposition.split()[1], 16)), decomposition
+    assert not nfkc_may_change(ord("£")) and not nfkc_may_change(ord("é")) and not nfkc_may_change(ord("₹"))
+
+
+def test_rows_with_maps_bytes_to_values():
+    values = pa.array(["ab", None, "", "a£", "x&", "b", "&#1", "c\u2003d"], pa.string())
+    ampersand = rows_with(values, lambda data: data == ord("&"), lambda cp: False)
+    assert ampersand.tolist() == [False, False, False, False, True, False, True, False]
+    non_ascii = rows_with(values.slice(3), lambda data: data < 0, lambda cp: cp in (0xA3, 0x2003))
+    assert non_ascii.tolist() == [True, False, False, False, True]
+    assert not rows_with(pa.array([None, None], pa.string()), lambda data: data >= 0, lambda cp: True).any()
