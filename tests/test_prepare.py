@@ -15,6 +15,7 @@ from pipelines.prepare import (
     aggregate_examples,
     deduplicate_days,
     derive_labels,
+    example_id_column,
     examples,
     read_raw,
     run_prepare,
@@ -142,6 +143,22 @@ def test_split_is_deterministic_and_by_query(spark):
     assert abs(shares["train"] - 0.8) < 0.06
     again = df.withColumn("split", split_column(F.col("query"), (0.8, 0.1, 0.1), "s"))
     assert with_split.exceptAll(again).count() == 0
+
+
+def test_example_id_is_32_hex_digits_of_two_salted_key_hashes(spark):
+    """Padding only the short halves gives the id of the plain definition: each half the salted
+    xxhash64 of the key as 16 hex digits, leading zeros kept (1 hash in 16 needs them)."""
+    df = spark.range(2000).select(
+        F.concat(F.lit("q"), F.col("id").cast("string")).alias("query"),
+        (F.col("id") % 7).cast("string").alias("ad_id"),
+        F.lit("en-US").alias("market"),
+    )
+    salts = ("example-id-a", "example-id-b")
+    hashes = [F.xxhash64(F.lit(s), "query", "ad_id", "market").alias(s) for s in salts]
+    rows = df.select(example_id_column().alias("id"), *hashes).collect()
+    expected = ["".join(f"{r[s] & (2**64 - 1):016x}" for s in salts) for r in rows]
+    assert [r.id for r in rows] == expected
+    assert sum(r.id.startswith("0") or r.id[16] == "0" for r in rows) > 100  # short halves are among them
 
 
 @pytest.fixture(scope="module")
