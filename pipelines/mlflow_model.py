@@ -135,6 +135,21 @@ def log_model(model_dir: str | Path, *, name: str = "model", register: bool = Tr
     return ModelRef(run_id=info.run_id, model_uri=info.model_uri, version=str(version) if version else None)
 
 
+def logged_model(run_id: str, name: str = "model") -> ModelRef | None:
+    """The model ``name`` that run ``run_id`` logged, with its registered version if any; None if the
+    run logged none."""
+    import mlflow
+
+    experiment = mlflow.get_run(run_id).info.experiment_id
+    found = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list",
+                                        filter_string=f"source_run_id = '{run_id}' AND name = '{name}'")
+    if not found:
+        return None
+    versions = mlflow.MlflowClient().search_model_versions(f"name = '{REGISTERED_MODEL}' AND run_id = '{run_id}'")
+    version = max((int(v.version) for v in versions), default=None)
+    return ModelRef(run_id=run_id, model_uri=found[0].model_uri, version=str(version) if version else None)
+
+
 def tracking_uri() -> str:
     import mlflow
 

@@ -53,7 +53,7 @@ class TrainResult:
     output: Path
     steps: int
     best_macro_auc: float | None
-    examples_per_second: float
+    examples_per_second: float | None  # None when this call trained no step
     valid: dict[str, float | None] = field(default_factory=dict)
     run_id: str | None = None
     model_version: str | None = None
@@ -317,7 +317,7 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
 
     valid_frame = validation_frame(shards, names, ids, config.valid_max_rows, config.seed)
     checkpoints = output / CHECKPOINTS
-    state = {"step": 0, "best_macro_auc": None, "best_step": None, "stale_evals": 0, "run_id": None,
+    state = {"step": 0, "best_macro_auc": None, "best_step": None, "stale_evals": 0, "run_id": None, "valid": {},
              "identity": {**config.training_identity(), "manifest_digest": digest,
                           "backbone_fingerprint": backbone_fingerprint}}
     if main:
@@ -338,6 +338,12 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
         for name in (META_FILE, WEIGHTS_FILE, TOKENIZER_DIR):
             target = output / name
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    # A finished run (last step, or stopped early) that is run again trains nothing more and logs nothing
+    # again: it reports what the finished run found.
+    patience = config.early_stopping_patience
+    finished = state["step"] >= total_steps or (patience > 0 and state["stale_evals"] >= patience)
+    if resume_from is not None and finished:
+        log(f"nothing left to train: {resume_from} is the end of a finished run (step {state['step']})")
 
     run = None
     if config.mlflow and main:
@@ -377,11 +383,10 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
     model.train()
     # examples/s counts the training steps only (data, forward, backward, update), not validation/checkpoints
     examples, train_seconds, loss_sum, loss_count = 0, 0.0, 0.0, 0
-    valid: dict[str, float | None] = {}
     stopped_early = False
     rank = accelerator.process_index
     try:
-        for step in range(state["step"] + 1, total_steps + 1):
+        for step in range(total_steps + 1 if finished else state["step"] + 1, total_steps + 1):
             step_started = time.perf_counter()
             for _ in range(config.grad_accum):
                 plan, rows = batches.next_batch()
@@ -425,6 +430,7 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
             if step % eval_every == 0 or step == total_steps:
                 valid = validate(model, encoder, valid_frame, names, accelerator, config.batch_size * 4) \
                     if len(valid_frame) else {}
+                state["valid"] = valid
                 macro = valid.get("macro")
                 improved = macro is not None and (state["best_macro_auc"] is None or macro > state["best_macro_auc"])
                 if improved or (state["best_step"] is None and macro is None):
@@ -442,7 +448,6 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
 
                         mlflow.log_metrics({f"valid/{k}/roc_auc": v for k, v in valid.items() if v is not None},
                                            step=step)
-                patience = config.early_stopping_patience
                 stopped_early = patience > 0 and state["stale_evals"] >= patience
             if step % checkpoint_every == 0 or step == total_steps or stopped_early:
                 checkpoint(step)
@@ -459,9 +464,9 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
 
             mlflow.end_run(status="KILLED" if sys.exc_info()[0] is KeyboardInterrupt else "FAILED")
 
-    rate = examples / max(1e-9, train_seconds)
+    rate = examples / max(1e-9, train_seconds) if examples else None
     result = TrainResult(output=output, steps=state["step"], best_macro_auc=state["best_macro_auc"],
-                         examples_per_second=rate, valid=valid, run_id=state["run_id"])
+                         examples_per_second=rate, valid=state["valid"], run_id=state["run_id"])
     if main and config.calibration != "none" and state["best_step"] is not None and len(valid_frame):
         calibrators = calibrate_artifact(output, valid_frame, names, config.calibration)
         log(f"{config.calibration} calibration fitted on the valid split for: {', '.join(calibrators) or 'no task'}")
@@ -469,20 +474,27 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
     if run is not None:
         import mlflow
 
-        from pipelines.mlflow_model import log_model
+        from pipelines.mlflow_model import log_model, logged_model
 
-        if state["best_macro_auc"] is not None:
-            mlflow.log_metrics({"train/best_macro_roc_auc": state["best_macro_auc"],
-                                "train/best_step": float(state["best_step"])})
-        staged = stage_artifact(output)
-        try:
-            example = None
-            if len(valid_frame):  # a real row of a task this model knows, as the signature's example
-                example = valid_frame.head(1)[["query", "ad_title", "ad_description", "display_url"]].assign(
-                    task=names[int(valid_frame["task_id"].iloc[0])])
-            ref = log_model(staged, register=config.register, input_example=example)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
-        result.model_version = ref.version
+        # A finished run's model may be logged already: by the call that finished it, unless that one
+        # failed after its last checkpoint.
+        logged = logged_model(state["run_id"]) if finished and resume_from is not None else None
+        if logged is not None:
+            log(f"the model of run {state['run_id']} is logged already ({logged.model_uri}): not logged again")
+            result.model_version = logged.version
+        else:
+            if state["best_macro_auc"] is not None:
+                mlflow.log_metrics({"train/best_macro_roc_auc": state["best_macro_auc"],
+                                    "train/best_step": float(state["best_step"])})
+            staged = stage_artifact(output)
+            try:
+                example = None
+                if len(valid_frame):  # a real row of a task this model knows, as the signature's example
+                    example = valid_frame.head(1)[["query", "ad_title", "ad_description", "display_url"]].assign(
+                        task=names[int(valid_frame["task_id"].iloc[0])])
+                ref = log_model(staged, register=config.register, input_example=example)
+            finally:
+                shutil.rmtree(staged, ignore_errors=True)
+            result.model_version = ref.version
         mlflow.end_run()
     return result

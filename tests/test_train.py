@@ -187,6 +187,25 @@ def test_mlflow_run_holds_params_metrics_and_a_loadable_registered_model(backbon
     np.testing.assert_allclose(got, Scorer.load(tmp_path / "model").predict(frame), rtol=1e-5)
     assert model.metadata.signature is not None
 
+    # the same command again: the run is finished, so nothing is trained, logged or registered again
+    again = train(shards, tmp_path / "model", config(backbone, mlflow=True, max_steps=20, eval_every=10))
+    assert (again.run_id, again.steps, again.model_version) == (result.run_id, 20, "1")
+    assert again.valid == result.valid and again.examples_per_second is None
+    assert len(mlflow.MlflowClient().search_model_versions("name = 'ads-relevance'")) == 1
+    experiment = run.info.experiment_id
+    assert len(mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")) == 1
+
+
+def test_an_early_stopped_run_run_again_trains_no_further(backbone, shards, tmp_path):
+    settings = {"max_steps": 40, "eval_every": 2, "early_stopping_patience": 1, "lr": 1e-9}
+    first = train(shards, tmp_path / "m", config(backbone, **settings))
+    assert first.steps < 40  # no better AUC with a learning rate of 1e-9: stopped at the second evaluation
+    before = weights(tmp_path / "m")
+    again = train(shards, tmp_path / "m", config(backbone, **settings))
+    assert again.steps == first.steps and again.valid == first.valid and again.examples_per_second is None
+    after = weights(tmp_path / "m")
+    assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

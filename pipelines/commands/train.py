@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config, args.overrides)
     result = train(args.shards, args.output, config)
+    rate = result.examples_per_second  # None when a finished run was run again and trained nothing
     print(json.dumps({"output": str(result.output), "steps": result.steps, "best_macro_roc_auc": result.best_macro_auc,
-                      "valid_roc_auc": result.valid, "examples_per_second": round(result.examples_per_second, 2),
+                      "valid_roc_auc": result.valid, "examples_per_second": None if rate is None else round(rate, 2),
                       "mlflow_run_id": result.run_id, "model_version": result.model_version}))
     return 0
