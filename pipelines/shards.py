@@ -42,9 +42,22 @@ def read_manifest(shards_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
+# Manifest entries that say how a prepare run went, not what it produced: a re-run over the same input
+# writes the same shards, and must keep their identity (a finished training resumes instead of being
+# refused; evaluations are reused).
+RUN_ONLY = ("seconds",)
+
+
 def manifest_digest(shards_dir: str | Path) -> str:
-    """sha256 of the manifest bytes: the identity of the prepared data."""
-    return "sha256:" + hashlib.sha256((Path(shards_dir) / MANIFEST).read_bytes()).hexdigest()
+    """sha256 of the manifest without its run-only entries (:data:`RUN_ONLY`, and the Spark master
+    it ran on): the identity of the prepared data."""
+    manifest = json.loads((Path(shards_dir) / MANIFEST).read_text())
+    for key in RUN_ONLY:
+        manifest.pop(key, None)
+    if isinstance(manifest.get("spark"), dict):
+        manifest["spark"].pop("master", None)
+    canonical = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def task_names(manifest: dict[str, Any]) -> list[str]:

@@ -24,6 +24,7 @@ from pipelines.prepare import (
     with_reason,
     with_segment,
 )
+from pipelines.shards import manifest_digest
 from pipelines.synth import synth_logs, write_logs
 
 RAW = (
@@ -218,12 +219,25 @@ def test_rerun_replaces_output_and_same_input_gives_same_shards(spark, dirty_log
     out = tmp_path / "prepared"
     tm = load_task_map("configs/tasks.yaml")
     first = run_prepare(spark, [dirty_logs], str(out), tm, PrepareConfig())
+    digest_first = manifest_digest(out)
     a = spark.read.parquet(str(out / "shards")).select("example_id", "split", "label").toPandas()
     second = run_prepare(spark, [dirty_logs], str(out), tm, PrepareConfig())
     b = spark.read.parquet(str(out / "shards")).select("example_id", "split", "label").toPandas()
     assert first["counts"] == second["counts"]
+    assert manifest_digest(out) == digest_first
     key = ["example_id"]
     assert a.sort_values(key).reset_index(drop=True).equals(b.sort_values(key).reset_index(drop=True))
+
+
+def test_manifest_digest_is_the_data_not_how_long_prepare_took(tmp_path):
+    manifest = {"schema_version": 1, "counts": {"train": {"a": {"rows": 3}}}, "seconds": 12.5,
+                "spark": {"version": "4.3.0", "master": "local[2]"}}
+    digests = []
+    for change in ({}, {"seconds": 99.1, "spark": {"version": "4.3.0", "master": "yarn"}},
+                   {"counts": {"train": {"a": {"rows": 4}}}}):
+        (tmp_path / "manifest.json").write_text(json.dumps({**manifest, **change}, indent=2))
+        digests.append(manifest_digest(tmp_path))
+    assert digests[0] == digests[1] != digests[2]
 
 
 def test_failed_run_leaves_no_manifest(spark, dirty_logs, tmp_path):
