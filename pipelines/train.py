@@ -341,8 +341,9 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
     # A finished run (last step, or stopped early) that is run again trains nothing more and logs nothing
     # again: it reports what the finished run found.
     patience = config.early_stopping_patience
-    finished = state["step"] >= total_steps or (patience > 0 and state["stale_evals"] >= patience)
-    if resume_from is not None and finished:
+    finished = resume_from is not None and (
+        state["step"] >= total_steps or (patience > 0 and state["stale_evals"] >= patience))
+    if finished:
         log(f"nothing left to train: {resume_from} is the end of a finished run (step {state['step']})")
 
     run = None
@@ -478,7 +479,7 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig,
 
         # A finished run's model may be logged already: by the call that finished it, unless that one
         # failed after its last checkpoint.
-        logged = logged_model(state["run_id"]) if finished and resume_from is not None else None
+        logged = logged_model(state["run_id"]) if finished else None
         if logged is not None:
             log(f"the model of run {state['run_id']} is logged already ({logged.model_uri}): not logged again")
             result.model_version = logged.version
