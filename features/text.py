@@ -50,13 +50,11 @@ def _utf8(values: pa.Array) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _code_points(data: np.ndarray, leads: np.ndarray) -> np.ndarray:
     """The code points of the UTF-8 sequences starting at ``leads`` (positions of bytes >= 0xC0)."""
-    def byte(k: int) -> np.ndarray:
-        return data[np.minimum(leads + k, len(data) - 1)].astype(np.int32) & 0x3F
-
     first = data[leads].astype(np.int32)
-    two = ((first & 0x1F) << 6) | byte(1)
-    three = ((first & 0x0F) << 12) | (byte(1) << 6) | byte(2)
-    four = ((first & 0x07) << 18) | (byte(1) << 12) | (byte(2) << 6) | byte(3)
+    b1, b2, b3 = (data[np.minimum(leads + k, len(data) - 1)].astype(np.int32) & 0x3F for k in (1, 2, 3))
+    two = ((first & 0x1F) << 6) | b1
+    three = ((first & 0x0F) << 12) | (b1 << 6) | b2
+    four = ((first & 0x07) << 18) | (b1 << 12) | (b2 << 6) | b3
     return np.where(first < 0xE0, two, np.where(first < 0xF0, three, four))
 
 
