@@ -33,8 +33,8 @@ def main() -> int:
 
     import torch
 
+    from features.shards import read_split
     from models.scoring import Scorer
-    from pipelines.shards import read_split
 
     torch.set_num_threads(2)
     models = sorted(p.parent for p in (args.workdir / "models").glob(f"*-seed{args.seed}/adsrel_model.json"))

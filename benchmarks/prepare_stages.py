@@ -59,8 +59,8 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/adsrel-prepare-stages"))
     args = parser.parse_args()
 
+    from features.errors import UserError
     from features.task_map import load_task_map
-    from pipelines.errors import UserError
     from pipelines.prepare import PrepareConfig, run_prepare
     from pipelines.spark import build_session
 

@@ -81,8 +81,7 @@ def measure_bare(rows: int, output: str) -> dict:
     for name, dtype in RAW_TYPES.items():
         text = F.concat(F.lit(f"{name} value "), (F.xxhash64(id_, F.lit(name)) % 10_000).cast("string"))
         number = F.pmod(id_, F.lit(50))
-        value = {"string": text, "date": F.date_from_unix_date(number + 20_000)}.get(dtype.simpleString(),
-                                                                                     number.cast(dtype))
+        value = {"string": text, "date": F.date_from_unix_date(number + 20_000)}.get(dtype, number.cast(dtype))
         columns.append(value.alias(name))
     spark.range(rows).select(*columns).write.mode("overwrite").parquet(output)
     seconds = time.perf_counter() - started

@@ -68,7 +68,7 @@ def strip_market_cues(shards: Path, out: Path) -> Path:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from pipelines.shards import MANIFEST
+    from features.shards import MANIFEST
 
     if (out / MANIFEST).is_file():
         return out
@@ -130,7 +130,7 @@ def sample_test_rows(shards: Path, rows_per_task: int):
     """The test rows every variant is scored on: at most ``rows_per_task`` per task, fixed draw."""
     import pandas as pd
 
-    from pipelines.shards import read_split
+    from features.shards import read_split
 
     test = read_split(shards, "test")
     return pd.concat([g.sample(min(len(g), rows_per_task), random_state=0) for _, g in test.groupby("task")])
@@ -241,7 +241,7 @@ def main() -> int:
 
     from mlflow import MlflowClient
 
-    from pipelines.shards import read_manifest, task_names
+    from features.shards import read_manifest, task_names
     from pipelines.train import train
     from pipelines.train_config import load_train_config
 

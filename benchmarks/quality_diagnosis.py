@@ -81,7 +81,7 @@ def segment_recovery(shards: Path, test: pd.DataFrame, train_rows: int = 40_000)
     from sklearn.feature_extraction.text import HashingVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    from pipelines.shards import TEXT_COLUMNS, read_split
+    from features.shards import TEXT_COLUMNS, read_split
 
     train = read_split(shards, "train")
     train = train.sample(min(len(train), train_rows), random_state=0)
@@ -191,7 +191,7 @@ def main() -> int:
 
     import torch
 
-    from pipelines.shards import read_manifest
+    from features.shards import read_manifest
 
     torch.set_num_threads(2)
     stripped = args.workdir / "shards-no-market-cues"

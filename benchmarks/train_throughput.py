@@ -52,9 +52,9 @@ def adsrel_run(shards: Path, method: str, steps: int, batch_size: int, max_lengt
 
 
 def hf_dataset(shards: Path, rows: int, max_length: int):
+    from features.shards import read_split
     from features.tokenize import pair_texts
     from models.backbone import DEFAULT_BACKBONE, load_tokenizer
-    from pipelines.shards import read_split
 
     tokenizer = load_tokenizer(DEFAULT_BACKBONE)
     frame = read_split(shards, "train").sample(frac=1.0, random_state=0).head(rows)

@@ -1,12 +1,8 @@
-"""Per-task probability calibration, stored as plain JSON in the model artifact.
+"""Fitting per-task probability calibrators on held-out (valid) scores.
 
 A multi-task model shares one encoder, but each task's score distribution and base rate differ, so
-calibration is fitted per task on held-out (valid) scores. The fitted maps are tiny JSON objects
-(no pickle) that :func:`apply_calibrators` evaluates with numpy only, inside the one scoring path
-(``models.scoring.Scorer``):
-
-- ``{"method": "platt", "a": a, "b": b}``: p' = sigmoid(a · logit(p) + b)
-- ``{"method": "isotonic", "x": [...], "y": [...]}``: p' = np.interp(p, x, y) (flat outside [x0, xn])
+calibration is fitted per task. The fitted maps are the plain JSON objects that
+:mod:`models.calibration` applies inside the one scoring path (``models.scoring.Scorer``).
 """
 
 from __future__ import annotations
@@ -15,20 +11,16 @@ from typing import Any
 
 import numpy as np
 
+from models.calibration import EPS, logit
+
 METHODS = ("none", "platt", "isotonic")
-EPS = 1e-6
-
-
-def _logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(p, EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
 
 
 def fit_platt(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
     """Logistic regression of the label on logit(p) (nearly unregularised)."""
     from sklearn.linear_model import LogisticRegression
 
-    fit = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(probs)[:, None], labels)
+    fit = LogisticRegression(C=1e6, max_iter=1000).fit(logit(probs)[:, None], labels)
     return {"method": "platt", "a": float(fit.coef_[0, 0]), "b": float(fit.intercept_[0])}
 
 
@@ -61,30 +53,4 @@ def fit_calibrators(labels: Any, probs: Any, tasks: Any, method: str = "platt",
         rows = names == task
         if rows.sum() >= min_rows and 0 < y[rows].sum() < rows.sum():
             out[str(task)] = fit(y[rows], p[rows])
-    return out
-
-
-def apply_calibrator(calibrator: dict[str, Any], probs: np.ndarray) -> np.ndarray:
-    method = calibrator.get("method")
-    if method == "platt":
-        return 1.0 / (1.0 + np.exp(-(calibrator["a"] * _logit(probs) + calibrator["b"])))
-    if method == "isotonic":
-        return np.interp(probs, np.asarray(calibrator["x"], dtype=np.float64),
-                         np.asarray(calibrator["y"], dtype=np.float64))
-    raise ValueError(f"unknown calibrator method {method!r}")
-
-
-def apply_calibrators(calibrators: dict[str, dict[str, Any]] | None, task_names: Any, probs: Any) -> np.ndarray:
-    """Calibrated probabilities: each row through its task's calibrator; rows of tasks without one
-    are returned unchanged."""
-    out = np.asarray(probs, dtype=np.float64).copy()
-    if not calibrators:
-        return out
-    names = np.asarray(task_names, dtype=object).reshape(-1)
-    if names.shape != out.shape:
-        raise ValueError("task_names and probs must have the same length")
-    for task, calibrator in calibrators.items():
-        rows = names == task
-        if rows.any():
-            out[rows] = apply_calibrator(calibrator, out[rows])
     return out

@@ -21,13 +21,24 @@ import numpy as np
 import pandas as pd
 
 from evaluation.metrics import evaluate_tasks
-from pipelines.errors import UserError
-from pipelines.mlflow_model import model_digest
+from evaluation.registry import resolve_model_dir, training_run_id
+from evaluation.tracking import (
+    EVALUATED_RUN_TAG,
+    MANIFEST_DIGEST_TAG,
+    MARKDOWN_ARTIFACT,
+    MODEL_DIGEST_TAG,
+    MODEL_URI_TAG,
+    PLOTS_DIR,
+    REPORT_ARTIFACT,
+    SPLIT_TAG,
+    TABLE_ARTIFACT,
+    set_experiment,
+)
+from features.errors import UserError
+from features.shards import MODEL_COLUMNS, manifest_digest, read_split
+from models.artifact import ArtifactError, model_digest
+from models.scoring import Scorer
 
-REPORT_ARTIFACT = "evaluation_report.json"
-TABLE_ARTIFACT = "evaluation_table.json"
-MARKDOWN_ARTIFACT = "evaluation_table.md"
-PLOTS_DIR = "plots"
 # Columns of the printed / logged table, in order.
 TABLE_METRICS = ("n", "positives", "roc_auc", "pr_auc", "precision_at_recall_0.8", "recall_at_precision_0.9",
                  "precision_at_threshold", "recall_at_threshold", "log_loss", "brier", "ece")
@@ -46,36 +57,9 @@ class Evaluation:
     scorer: Any
 
 
-def training_run_id(model: str) -> str | None:
-    """The MLflow run that produced a runs:/ or models:/ model (None for a directory or if unknown)."""
-    if model.startswith("runs:/"):
-        return model[len("runs:/"):].split("/", 1)[0] or None
-    if not model.startswith("models:/"):
-        return None
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    ref = model[len("models:/"):].split("/")
-    client = mlflow.MlflowClient()
-    try:
-        if "@" in ref[0]:
-            name, alias = ref[0].split("@", 1)
-            return client.get_model_version_by_alias(name, alias).run_id
-        if len(ref) >= 2 and ref[1].isdigit():
-            return client.get_model_version(ref[0], ref[1]).run_id
-    except MlflowException:
-        return None
-    return None
-
-
 def run_evaluation(model: str | Path, shards: str | Path, *, split: str = "test", bootstrap: int = 1000,
                    threshold: float = 0.5, seed: int = 0) -> Evaluation:
     """Score ``split`` of ``shards`` with ``model`` (directory, runs:/ or models:/ URI) and measure it."""
-    from models.artifact import ArtifactError
-    from models.scoring import Scorer
-    from pipelines.model_uri import resolve_model_dir
-    from pipelines.shards import MODEL_COLUMNS, manifest_digest, read_split
-
     if bootstrap < 0:
         raise UserError(f"--bootstrap must be >= 0, got {bootstrap}")
     if not 0.0 <= threshold <= 1.0:
@@ -177,16 +161,13 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
     from mlflow.data.meta_dataset import MetaDataset
 
     from evaluation.plots import write_plots
-    from pipelines.mlflow_model import set_experiment
 
     info, data = report["model"], report["data"]
-    tags = {"stage": "evaluate", "adsrel.model_uri": info["uri"], "adsrel.model_digest": info["digest"],
-            "adsrel.manifest_digest": data["manifest_digest"], "adsrel.split": data["split"],
+    tags = {"stage": "evaluate", MODEL_URI_TAG: info["uri"], MODEL_DIGEST_TAG: info["digest"],
+            MANIFEST_DIGEST_TAG: data["manifest_digest"], SPLIT_TAG: data["split"],
             "method": str(info.get("method"))}
     if info.get("training_run_id"):
-        tags["adsrel.evaluated_run_id"] = info["training_run_id"]
-    from models.scoring import Scorer
-
+        tags[EVALUATED_RUN_TAG] = info["training_run_id"]
     model_tasks = None
     if model is None and info.get("method") == "mtl_lora" and Path(info["dir"]).is_dir():
         model = Scorer.load(info["dir"])

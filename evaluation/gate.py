@@ -33,7 +33,7 @@ from typing import Any
 
 import yaml
 
-from pipelines.errors import UserError
+from features.errors import UserError
 
 TIE_TOLERANCE = 1e-9
 

@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from evaluation.metrics import class_reason  # noqa: E402
+from evaluation.metrics import class_reason, pr_auc, roc_auc  # noqa: E402
 
 
 def _per_task(labels: Any, scores: Any, tasks: Any):
@@ -46,11 +46,11 @@ def _curves_figure(labels: Any, scores: Any, tasks: Any, draw) -> tuple[Figure, 
 
 def roc_figure(labels: Any, scores: Any, tasks: Any) -> Figure:
     """ROC curve per task (tasks with one class are listed as undefined in the legend)."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
 
     def draw(ax, task, y, s):
         fpr, tpr, _ = roc_curve(y, s)
-        ax.plot(fpr, tpr, label=f"{task} (AUC {roc_auc_score(y, s):.3f})")
+        ax.plot(fpr, tpr, label=f"{task} (AUC {roc_auc(y, s):.3f})")
 
     fig, ax = _curves_figure(labels, scores, tasks, draw)
     ax.plot([0, 1], [0, 1], ":", color="grey")
@@ -62,11 +62,11 @@ def roc_figure(labels: Any, scores: Any, tasks: Any) -> Figure:
 
 def pr_figure(labels: Any, scores: Any, tasks: Any) -> Figure:
     """Precision-recall curve per task with its average precision."""
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    from sklearn.metrics import precision_recall_curve
 
     def draw(ax, task, y, s):
         precision, recall, _ = precision_recall_curve(y, s)
-        ax.step(recall, precision, where="post", label=f"{task} (AP {average_precision_score(y, s):.3f})")
+        ax.step(recall, precision, where="post", label=f"{task} (AP {pr_auc(y, s):.3f})")
 
     fig, ax = _curves_figure(labels, scores, tasks, draw)
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall per task", xlim=(0, 1), ylim=(0, 1.02))

@@ -6,7 +6,7 @@ registry aliases of ``ads-relevance`` as the gate (evaluation/gate.py) decides.
    ``models:/ads-relevance@alias`` are used as they are; a model directory, a ``runs:/`` URI or another
    ``models:/`` URI (e.g. the logged model ``models:/m-...`` of a run) is
    looked up by its model digest (tag ``adsrel.model_digest``, sha256 of adsrel_model.json +
-   adapter.safetensors) and registered (pipelines.mlflow_model.log_model) only when no version has it.
+   adapter.safetensors) and registered (evaluation.registry.log_model) only when no version has it.
 3. Candidate and champion (alias ``champion``) are evaluated on the same split
    (evaluation.evaluate). A report is reused when a finished evaluation run of the experiment
    (tag ``stage=evaluate``) has the same ``adsrel.model_digest``, ``adsrel.manifest_digest`` and
@@ -29,7 +29,6 @@ as they are.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -39,20 +38,23 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.gate import Decision, GatePolicy, decide
-from models.artifact import ArtifactError, read_metadata
-from pipelines.errors import UserError
-from pipelines.mlflow_model import DIGEST_TAG, REGISTERED_MODEL, model_digest
-from pipelines.mlflow_model import experiment_id as mlflow_experiment_id
-from pipelines.model_uri import resolve_model_dir
-from pipelines.shards import manifest_digest, read_manifest
+from evaluation.registry import (
+    CHALLENGER,
+    CHAMPION,
+    REGISTERED_MODEL,
+    log_model,
+    parse_models_uri,
+    registered_version,
+    resolve_model_dir,
+)
+from evaluation.tracking import EVAL_IDENTITY_TAGS, MODEL_DIGEST_TAG, REPORT_ARTIFACT
+from evaluation.tracking import experiment_id as mlflow_experiment_id
+from features.errors import UserError
+from features.shards import MANIFEST, TEXT_COLUMNS, manifest_digest, read_manifest, read_table, split_files
+from models.artifact import ArtifactError, model_digest, read_metadata
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-# what evaluation.evaluate.log_evaluation records: the report artifact and the identity tags (+ stage=evaluate)
-REPORT_ARTIFACT = "evaluation_report.json"
-EVAL_TAGS = ("adsrel.model_digest", "adsrel.manifest_digest", "adsrel.split")
 GATE_TAGS = ("adsrel.gate.decision", "adsrel.gate.reason", "adsrel.gate.champion_version",
              "adsrel.gate.manifest_digest")
-MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>[^/]+)|@(?P<alias>[^/]+))/?$")
 
 # (model URI, shards directory, split) -> report dict (the shape of evaluation.evaluate.evaluate_model) or an
 # evaluation.evaluate.Evaluation (report + scored rows, for the plots)
@@ -142,22 +144,20 @@ def _alias_version(client, alias: str) -> str | None:
 
 def _versions_with_digest(client, digest: str) -> list[str]:
     versions = client.search_model_versions(f"name='{REGISTERED_MODEL}'")
-    return sorted((str(v.version) for v in versions if (v.tags or {}).get(DIGEST_TAG) == digest), key=int)
+    return sorted((str(v.version) for v in versions if (v.tags or {}).get(MODEL_DIGEST_TAG) == digest), key=int)
 
 
 def _registered(client, version: str) -> Version:
     model_dir = resolve_model_dir(f"models:/{REGISTERED_MODEL}/{version}")
     digest = model_digest(model_dir)
     tags = client.get_model_version(REGISTERED_MODEL, version).tags or {}
-    if tags.get(DIGEST_TAG) != digest:
-        client.set_model_version_tag(REGISTERED_MODEL, version, DIGEST_TAG, digest)
+    if tags.get(MODEL_DIGEST_TAG) != digest:
+        client.set_model_version_tag(REGISTERED_MODEL, version, MODEL_DIGEST_TAG, digest)
     return Version(version, model_dir, digest)
 
 
 def input_example(model_dir: Path, shards: Path, split: str):
     """A real row of ``split`` for a task the model knows: the registered pyfunc's input example."""
-    from pipelines.shards import TEXT_COLUMNS, read_table, split_files
-
     known = {t["name"] for t in read_metadata(model_dir).get("tasks") or []}
     for task, paths in split_files(shards, split).items():
         if task in known:
@@ -168,18 +168,9 @@ def input_example(model_dir: Path, shards: Path, split: str):
 def resolve_candidate(candidate: str, client, example: Callable[[Path], Any] | None = None) -> Version:
     """The registered version of ``candidate`` (registering a directory or run not registered yet, with
     ``example(model_dir)`` as its input example)."""
-    from mlflow.exceptions import MlflowException
-
-    match = MODELS_URI.match(candidate)
-    if match and match["name"] == REGISTERED_MODEL:
-        try:
-            if match["alias"]:
-                version = str(client.get_model_version_by_alias(REGISTERED_MODEL, match["alias"]).version)
-            else:
-                version = str(client.get_model_version(REGISTERED_MODEL, match["version"]).version)
-        except MlflowException as exc:
-            raise UserError(f"cannot resolve {candidate}: {exc.message.splitlines()[0]}") from None
-        return _registered(client, version)
+    parts = parse_models_uri(candidate)
+    if parts is not None and parts.name == REGISTERED_MODEL:
+        return _registered(client, registered_version(candidate, client))
 
     model_dir = resolve_model_dir(candidate)  # a directory, runs:/ or another models:/ URI (a logged model)
     try:
@@ -190,8 +181,6 @@ def resolve_candidate(candidate: str, client, example: Callable[[Path], Any] | N
     known = _versions_with_digest(client, digest)
     if known:
         return Version(known[0], model_dir, digest)
-    from pipelines.mlflow_model import log_model
-
     ref = log_model(model_dir, input_example=example(model_dir) if example else None)
     return Version(str(ref.version), model_dir, digest, registered_now=True)
 
@@ -200,7 +189,7 @@ def _cached_report(client, experiment_id: str, digest: str, data_digest: str, sp
     """The report of a finished evaluation run of the same model digest, manifest digest and split."""
     import mlflow
 
-    values = {"stage": "evaluate", **dict(zip(EVAL_TAGS, (digest, data_digest, split), strict=True))}
+    values = {"stage": "evaluate", **dict(zip(EVAL_IDENTITY_TAGS, (digest, data_digest, split), strict=True))}
     filters = " and ".join(f"tags.`{k}` = '{v}'" for k, v in values.items())
     runs = client.search_runs([experiment_id], filter_string=f"{filters} and attributes.status = 'FINISHED'",
                               order_by=["attributes.start_time ASC"])
@@ -228,8 +217,6 @@ def _known_tasks_view(shards: Path, split: str, known: set[str]):
     it was trained), a view of the same manifest (same bytes: same digest) with only the known tasks'
     directories. The report then lacks the others: the gate treats them as new tasks of the candidate
     (floors only) or, for a candidate, as missing (never promoted)."""
-    from pipelines.shards import MANIFEST, split_files
-
     tasks = split_files(shards, split)
     unknown = sorted(set(tasks) - known)
     if not unknown:

@@ -1,29 +1,30 @@
-"""Column contracts of the data stage: the raw log schema and the prepared shard schema.
+"""Column contracts of the data stage: the raw log schema, the prepared shard schema and the
+candidate schema of batch scoring.
 
-Prepare reads every raw column as a string first (so a malformed value becomes a quarantine reason
-instead of a read failure), then casts to these canonical types.
+Types are Spark SQL type names (what ``Column.cast`` takes and ``DataFrame.dtypes`` reports), so this
+module needs no Spark: scorers and the MLflow pyfunc import it too. Prepare reads a raw column as a
+string when it lacks its canonical type (a malformed value becomes a quarantine reason, not a read
+failure), then casts.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import types as T
-
-# Raw log columns (shared/design.md) with their canonical types.
-RAW_TYPES: dict[str, T.DataType] = {
-    "event_date": T.DateType(),
-    "market": T.StringType(),
-    "vertical": T.StringType(),
-    "query": T.StringType(),
-    "ad_id": T.StringType(),
-    "advertiser_id": T.StringType(),
-    "ad_title": T.StringType(),
-    "ad_description": T.StringType(),
-    "display_url": T.StringType(),
-    "impressions": T.LongType(),
-    "clicks": T.LongType(),
-    "position": T.DoubleType(),
-    "label": T.IntegerType(),
-    "label_source": T.StringType(),
+# Raw log columns (docs/architecture.md) with their canonical types.
+RAW_TYPES: dict[str, str] = {
+    "event_date": "date",
+    "market": "string",
+    "vertical": "string",
+    "query": "string",
+    "ad_id": "string",
+    "advertiser_id": "string",
+    "ad_title": "string",
+    "ad_description": "string",
+    "display_url": "string",
+    "impressions": "bigint",
+    "clicks": "bigint",
+    "position": "double",
+    "label": "int",
+    "label_source": "string",
 }
 RAW_COLUMNS: tuple[str, ...] = tuple(RAW_TYPES)
 
@@ -45,15 +46,7 @@ LABEL_SOURCES: tuple[str, ...] = ("human", "llm", "click")
 MIN_GRADE, MAX_GRADE = 0, 4
 
 # Synth writes event_date as an ISO string so that malformed dates can be represented.
-SYNTH_SCHEMA = T.StructType(
-    [
-        T.StructField(name, T.StringType() if name == "event_date" else dtype, True)
-        for name, dtype in RAW_TYPES.items()
-    ]
-)
-
-# Every raw column as a string: how JSON Lines and CSV inputs are read.
-RAW_STRING_SCHEMA = T.StructType([T.StructField(c, T.StringType(), True) for c in RAW_COLUMNS])
+SYNTH_TYPES: dict[str, str] = {**RAW_TYPES, "event_date": "string"}
 
 # Columns of a shard file (split and task are also the partition directories).
 SHARD_COLUMNS: tuple[str, ...] = (

@@ -1,18 +1,12 @@
 """Text normalisation shared by prepare and scoring, so both see the same strings.
 
-It all runs inside one vectorised Arrow UDF over all text columns at once: whitespace runs to one
-space (RE2), lower case and bounded length in Arrow's C++ kernels; HTML entities and unicode NFKC in
-Python, only for the values that may change. Measured on 1M rows,
-the same whitespace/case/length steps as Spark column functions (Java regex per value) cost four
-times what the whole Arrow UDF costs, so they moved into it. Within the UDF, the whitespace regex
-matches only runs that change and Python writes back only values that change: on the four text
-columns of 4M synthetic rows (10k-row batches) that took the UDF's Python time from 27 s to 12 s.
-
-Which values may change is decided per value from the bytes of the whole Arrow array at once
-(:func:`rows_with`), so that the regex and the Python loop see only those. Before, every value with a
-non-ASCII character went to Python (40% of the synthetic ad descriptions, for '£' and '₹') and
-every value to the regex. The four text columns of 4M synthetic rows, 10k-row batches, three rounds
-in one process: 4.0-4.9 s against 7.8-8.3 s.
+Everything runs on Arrow arrays: whitespace runs to one space (RE2), lower case and bounded length in
+Arrow's C++ kernels; HTML entities and unicode NFKC in Python, only for the values that may change.
+Prepare applies it inside one vectorised Arrow UDF over all text columns (cheaper than the same steps
+as Spark column functions); scorers call :func:`normalise_text_array` or :func:`normalise_pair_columns`
+directly. Which values may change is decided from the bytes of the whole array at once
+(:func:`rows_with`), so the regex and the Python loop see only those. Spark is imported only inside
+the functions that build Spark columns: scorers and the MLflow pyfunc import this module without it.
 """
 
 from __future__ import annotations
@@ -21,19 +15,19 @@ import functools
 import html
 import unicodedata
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
 
 # Whitespace including unicode separators, control and format characters (RE2 and Java alike).
 _SPACE = r"\s\p{Z}\p{Cc}\p{Cf}"
 # The runs of _SPACE that normalisation changes: two or more characters, or one that is not a plain
-# space. Matching only these, not every single space between words, made the replace 3-7x faster
-# on ad text (on 4M synthetic rows; no change on URLs, which have no spaces).
+# space; matching every single space between words as well cost several times more on ad text.
 _SPACE_TO_FIX = rf"[{_SPACE}]{{2,}}|[\t\n\f\r\p{{Cc}}\p{{Cf}}]|[^ \PZ]"
 
 
@@ -186,6 +180,9 @@ def normalise_text(value: str | None, limit: int | None = None, lowercase: bool 
 
 
 def _normalise_udf(limits: dict[str, int], lowercase: tuple[str, ...]):
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
     columns = list(limits)
     schema = T.StructType([T.StructField(c, T.StringType(), True) for c in columns])
 
@@ -205,6 +202,8 @@ def normalise_text_columns(
     Columns in ``lowercase`` are also lower-cased (queries and URLs, where case carries no meaning;
     ad copy keeps its case).
     """
+    from pyspark.sql import functions as F
+
     df = df.withColumn("_text", _normalise_udf(limits, lowercase)(*[F.col(c) for c in limits]))
     return df.withColumns({c: F.col(f"_text.{c}") for c in limits}).drop("_text")
 
@@ -218,9 +217,9 @@ def is_blank(column: Column) -> Column:
     A value whose first character is printable ASCII other than '&' cannot be blank, and nearly
     every value starts so: only the others reach the Java regex. The first character is tested by
     comparing the whole value with one-character strings (bytewise, it stops at the first byte), as
-    taking it out with substring copies it. Prepare checks five columns of every row this way, in
-    both passes; warm JVM, 4M rows, the quarantine pass took 2.5-3.2 s against 3.2-4.1 s with the
-    regex on every value.
+    taking it out with substring copies it.
     """
+    from pyspark.sql import functions as F
+
     plain = (column >= F.lit("!")) & (column < F.lit("\x7f")) & ((column < F.lit("&")) | (column >= F.lit("'")))
     return column.isNull() | (~plain & column.rlike(_BLANK))

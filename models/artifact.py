@@ -7,6 +7,7 @@ fingerprint, injects the adapters and loads the tensors strictly.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,18 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{path} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     return meta
+
+
+def model_digest(directory: str | Path) -> str:
+    """sha256 of adsrel_model.json and adapter.safetensors, in that order: the identity of a trained
+    model (the same files registered twice are the same model; evaluation reports and batch scores
+    carry it too)."""
+    digest = hashlib.sha256()
+    for name in (META_FILE, WEIGHTS_FILE):
+        with open(Path(directory) / name, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def load_model(directory: str | Path, *, backbone: str | None = None) -> RelevanceModel:

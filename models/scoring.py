@@ -13,6 +13,7 @@ import torch
 from features.task_map import parse_task_map
 from features.tokenize import PairEncoder
 from models.artifact import TOKENIZER_DIR, ArtifactError, load_model, read_metadata
+from models.calibration import apply_calibrators
 
 DEFAULT_MAX_LENGTH = 128
 
@@ -84,8 +85,6 @@ class Scorer:
         probs = 1.0 / (1.0 + np.exp(-self.logits(frame).astype(np.float64)))
         calibrators = self.meta.get("calibrators")
         if calibrators:
-            from evaluation.calibration import apply_calibrators
-
             names = np.asarray(self.task_names, dtype=object)[self.task_ids(frame)]
             probs = apply_calibrators(calibrators, names, probs)
         return probs

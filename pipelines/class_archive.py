@@ -1,13 +1,11 @@
 """A class-data-sharing archive of the classes a local Spark job loads, built once per environment.
 
 A fresh driver JVM loads, parses and verifies several thousand Spark, Scala, Hadoop and Parquet
-classes while the first job runs, on the same two cores as the tasks. JDK 13+ can dump the classes
-one run loaded into a dynamic CDS archive (-XX:ArchiveClassesAtExit) and map them from that file in
-later runs (-XX:SharedArchiveFile). `make install` builds one by running a small synth + prepare;
-without it (or with a stale one: another JVM, another pyspark) everything runs as before, the JVM
-ignores a stale archive by itself. Measured: `adsrel prepare` on 4M rows, local[2], fresh processes
-alternating, 3 rounds: 75.0 / 66.2 / 63.2 s with the archive against 83.1 / 70.9 / 67.1 s without;
-on 20k rows 13.0-14.5 s against 16.0-17.6 s.
+classes while the first job runs, on the same cores as the tasks. JDK 13+ can dump the classes one
+run loaded into a dynamic CDS archive (-XX:ArchiveClassesAtExit) and map them from that file in
+later runs (-XX:SharedArchiveFile, see :func:`pipelines.spark.archive_options`). `make install`
+builds one by running a small synth + prepare; without it (or with a stale one: another JVM, another
+pyspark) everything runs as before, the JVM ignores a stale archive by itself.
 
 Build or rebuild: ``python -m pipelines.class_archive`` (about a minute; the dump at exit is most of
 it).
@@ -23,30 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyspark
-
-ARCHIVE = Path(sys.prefix) / "share" / "adsrel" / f"spark-{pyspark.__version__}-classes.jsa"
-# The JVM warns, on stdout, when it cannot map an archive (another JVM build, changed jars); it
-# then runs without it, which is all we want, so the warning is only noise.
-_QUIET = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off")
-
-
-def archive_options(archive: Path = ARCHIVE) -> list[str]:
-    """JVM options that map ``archive``, or none when there is no archive.
-
-    Never name a missing file: -XX:SharedArchiveFile on a missing file also turns off the JDK's own
-    default archive.
-    """
-    return [f"-XX:SharedArchiveFile={archive}", *_QUIET] if archive.is_file() else []
+from pipelines.spark import ARCHIVE, LOCAL_DRIVER_JAVA_OPTIONS, QUIET_ARCHIVE, build_session
 
 
 def _workload(workdir: Path, dump_to: Path) -> None:
     """A small synth + prepare in a driver JVM that dumps the classes it loaded when it exits."""
     from pipelines.prepare import PrepareConfig, run_prepare
-    from pipelines.spark import LOCAL_DRIVER_JAVA_OPTIONS, build_session
     from pipelines.synth import synth_logs, write_logs
 
-    options = f"{LOCAL_DRIVER_JAVA_OPTIONS} -XX:ArchiveClassesAtExit={dump_to} {' '.join(_QUIET)}"
+    options = f"{LOCAL_DRIVER_JAVA_OPTIONS} -XX:ArchiveClassesAtExit={dump_to} {' '.join(QUIET_ARCHIVE)}"
     spark = build_session(
         "adsrel-class-archive", "local[2]",
         {"spark.driver.extraJavaOptions": options, "spark.ui.enabled": "false"},

@@ -2,7 +2,7 @@
 
 Each verb lives in its own module under ``pipelines.commands`` and exposes
 ``add_parser(subparsers)`` (which sets ``func`` on its parser) and nothing else that the CLI needs.
-User mistakes raise :class:`pipelines.errors.UserError`; they are reported as one line on stderr
+User mistakes raise :class:`features.errors.UserError`; they are reported as one line on stderr
 with a non-zero exit, never as a traceback.
 """
 
@@ -13,7 +13,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from pipelines.errors import UserError
+from features.errors import UserError
 
 # Verb modules, in the order `adsrel --help` lists them. A new verb is one module plus one line here.
 VERB_MODULES = (

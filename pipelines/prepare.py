@@ -31,18 +31,19 @@ from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from features.errors import UserError
 from features.schema import (
     LABEL_SOURCES,
     MAX_GRADE,
     MIN_GRADE,
     RAW_COLUMNS,
-    RAW_STRING_SCHEMA,
     RAW_TYPES,
     REQUIRED_COLUMNS,
     SHARD_COLUMNS,
     SPLITS,
     TEXT_LIMITS,
 )
+from features.shards import read_table, split_files
 from features.task_map import (
     TaskMap,
     locale_column,
@@ -52,8 +53,6 @@ from features.task_map import (
     task_name_column,
 )
 from features.text import is_blank, normalise_text_columns
-from pipelines.errors import UserError
-from pipelines.shards import read_table, split_files
 
 SCHEMA_VERSION = 1
 CORRUPT = "_corrupt_record"
@@ -64,10 +63,8 @@ KEY_HASH = "_key_hash"
 # A well-formed market: language lower case, region upper case. \z, not $: Java's $ also matches before
 # a final line break, which let 'en-US\n' through.
 LOCALE = r"\A[a-z]{2,3}-[A-Z]{2}\z"
-# Shard columns with (nearly) one value per example: Parquet's dictionary encoding only fails and
-# falls back for them, and trying cost about a fifth of the shard write at 4M rows.
-# ad_title's dictionary too falls back in every file; writing it plain took 0.5 s off a 9.4 s shard
-# write (4M rows, warm JVM, alternating) for 241 MiB of shards instead of 228.
+# Shard columns with (nearly) one value per example, ad_title included: Parquet's dictionary encoding
+# only fails and falls back for them, and trying costs a good part of the shard write.
 PLAIN_ENCODED = ("example_id", "ad_id", "ad_title", "ad_description")
 
 # Quarantine reasons in the order they are checked: a row gets the first that applies.
@@ -140,7 +137,7 @@ def detect_format(path: str) -> str:
 
 
 def _has_canonical_type(df: DataFrame, column: str) -> bool:
-    return dict(df.dtypes)[column] == RAW_TYPES[column].simpleString()
+    return dict(df.dtypes)[column] == RAW_TYPES[column]
 
 
 def read_input(spark: SparkSession, path: str) -> DataFrame:
@@ -153,7 +150,7 @@ def read_input(spark: SparkSession, path: str) -> DataFrame:
     fmt = detect_format(path)
     try:
         if fmt == "json":
-            schema = T.StructType([*RAW_STRING_SCHEMA.fields, T.StructField(CORRUPT, T.StringType())])
+            schema = T.StructType([T.StructField(c, T.StringType()) for c in (*RAW_COLUMNS, CORRUPT)])
             df = spark.read.schema(schema).option("mode", "PERMISSIVE").json(path)
         elif fmt == "csv":
             df = spark.read.option("header", True).option("inferSchema", False).csv(path)
@@ -210,8 +207,7 @@ def _normalised(
 
     Nearly every row's market, vertical and label source is spelt as the task map or the schema
     spells it: one hash-set lookup then replaces the string copies of trim, lower and the locale
-    split. Warm JVM, 4M rows, with :func:`features.text.is_blank` testing the first character by
-    comparison: the quarantine pass took 1.9-2.3 s against 3.3-3.5 s in its last three rounds.
+    split.
     """
     canonical = sorted(canonical)
     checks = ([column.isin(canonical)] if canonical else []) + ([column.rlike(pattern)] if pattern else [])
@@ -435,8 +431,7 @@ def split_column(query: Column, ratios: Sequence[float], salt: str) -> Column:
 
 def _hex16(value: Column) -> Column:
     """A long as 16 hex digits. Only a value below 2**60 and not negative has fewer, so only such a
-    value (1 in 16 hashes) pays for the padding: on 3M rows, warm, the example id took 0.85-0.90 s
-    against 1.14-1.27 s with lpad on every half."""
+    value (1 in 16 hashes) pays for the padding."""
     digits = F.hex(value)
     return F.when((value < 0) | (value >= F.lit(1 << 60)), digits).otherwise(F.lpad(digits, 16, "0"))
 
@@ -521,9 +516,8 @@ def _write_shards(
     )
     labelled = with_split_and_ids(counted.where(F.col("label").isNotNull()), task_map, config)
     # One writing task per core, not one per shuffle partition: every task writes a file for each
-    # (split, task) it holds, and at 4M rows the 12 partitions of the aggregation wrote 360 files
-    # of 0.3 MB median. Coalescing keeps the aggregation's partitions (and its sorts) as they are.
-    # Measured, warm JVM, whole job, alternating: 48.6-49.9 s against 49.9-56.1 s.
+    # (split, task) it holds, so one per partition made hundreds of tiny files. Coalescing keeps the
+    # aggregation's partitions (and its sorts) as they are.
     (
         labelled.select(*SHARD_COLUMNS, "rows", "split")
         .coalesce(spark.sparkContext.defaultParallelism)
@@ -538,7 +532,7 @@ def _write_shards(
 
 def count_shards(output: Path) -> tuple[dict[str, dict[str, dict[str, int]]], int]:
     """Rows and positives per split and task, and the input rows folded into them, from the shard
-    files' label and rows columns (pyarrow: a Spark job for this took about 2 s at 4M rows)."""
+    files' label and rows columns (pyarrow: cheaper than a Spark job)."""
     counts: dict[str, dict[str, dict[str, int]]] = {s: {} for s in SPLITS}
     folded = 0
     for split in SPLITS:
@@ -586,8 +580,7 @@ def run_prepare(
     _progress("pass 1 writes the quarantine, pass 2 the shards", started)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsrel-quarantine") as pool:
         # Both passes are submitted together: the scheduler still runs pass 1's tasks first, but
-        # pass 2 is planned meanwhile and its tasks take any core pass 1 leaves idle. 4M rows,
-        # fresh processes alternating: 59.0 / 62.2 / 55.9 s against 60.2 / 64.3 / 60.9 s in turn.
+        # pass 2 is planned meanwhile and its tasks take any core pass 1 leaves idle.
         pass_1 = pool.submit(_write_quarantine, checked, reasons, out / "quarantine")
         try:
             ex, accepted_rows = _write_shards(spark, checked, task_map, config, out / "shards")
@@ -595,11 +588,9 @@ def run_prepare(
             spark.sparkContext.cancelAllJobs()  # pass 1 stops too; pass 2's error is the one told
             raise
         quarantine = pass_1.result()
-    # Counted apart from both passes, so that the reconciliation below compares independent counts.
-    # An observation over every row of pass 1 cost about 1.3 s at 4M rows (it breaks whole-stage
-    # code generation); this count reads no column, and after the passes the JVM is warm: 0.1-0.3 s
-    # here against about 1 s on the critical path before them. The reasons are observed only on
-    # the quarantined rows.
+    # Counted apart from both passes, so that the reconciliation below compares independent counts:
+    # an observation over every row of pass 1 would break its whole-stage code generation, and this
+    # count reads no column, in a JVM the passes warmed. Reasons are observed on quarantined rows only.
     input_rows = raw.count()
     quarantined_rows = sum(quarantine.values())
     _progress(f"{input_rows} input rows: {accepted_rows} accepted, {quarantined_rows} quarantined", started)

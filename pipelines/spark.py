@@ -2,30 +2,18 @@
 
 Python workers must run this interpreter (the project venv), wherever the driver was started from.
 Without --master and outside spark-submit the job runs on local[*]; under spark-submit the
-submitted master wins.
+submitted master wins. A cluster's own JVM settings are left alone; a local driver JVM (the whole of
+Spark in local mode, competing with its own tasks for a few cores) is tuned for a batch job:
 
-A local driver JVM (the whole of Spark in local mode) gets the throughput garbage collector: on a
-batch job with few cores, G1's concurrent threads compete with the tasks. Measured with `adsrel
-prepare` on 4M rows, local[2], fresh processes alternating: 93-105 s with ParallelGC, 118-121 s
-with G1. It also compiles fewer methods: in a fresh JVM the JIT compilers spent 45 s of CPU (38 s
-of it C2, per Java Flight Recorder) during a 76 s prepare run on 2 cores, in competition with the
-tasks; higher tier thresholds leave rarely hot methods to the cheaper tiers. Same benchmark, fresh
-processes, 10 runs with these thresholds against 11 without, interleaved: 64.9-74.2 s (mean 69.0)
-against 65.0-83.5 s (mean 73.4). Where `make install` built a class archive
-(:mod:`pipelines.class_archive`), the local driver maps it. A cluster's own JVM settings are left
-alone.
+- the throughput garbage collector: G1's concurrent threads compete with the tasks;
+- higher JIT tier thresholds: rarely hot methods stay with the cheaper compiler tiers;
+- the class-data-sharing archive `make install` builds (:mod:`pipelines.class_archive`), when present;
+- 16 MB shuffle partitions instead of 64 MB: its tasks share one driver heap, and smaller partitions
+  spill less in prepare's sort before the aggregation;
+- uncompressed sort spills: its cores, not its disk, are the bottleneck (the price is more
+  temporary disk under spark.local.dir).
 
-A local driver also asks adaptive execution for 16 MB shuffle partitions instead of 64 MB: its
-tasks share the one driver heap (1g by default), and prepare's sort before the aggregation spilled
-less with smaller partitions (4M rows: 1.7 GB spilled in the reduce stage instead of 2.5 GB). Warm
-JVM, whole prepare job, alternating, five rounds: 35.2-39.8 s against 37.1-44.8 s, faster in every
-round.
-
-A local driver writes its sort spills uncompressed: its two cores are the bottleneck and the
-spills go to the local disk's page cache, where compressing them costs more CPU than writing the
-bytes. Prepare at 4M rows spills about 1.7 GB (678 MB compressed) in its reduce stage; fresh
-processes alternating, six rounds: 51.1-59.3 s (mean 56.7) against 54.1-66.6 s (mean 60.4), faster
-in five of six. The price is that much more temporary disk under spark.local.dir.
+benchmarks/RESULTS.md has the measurements behind each.
 """
 
 from __future__ import annotations
@@ -33,10 +21,16 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from pathlib import Path
 
+import pyspark
 from pyspark.sql import SparkSession
 
-from pipelines.class_archive import archive_options
+# The class archive of :mod:`pipelines.class_archive`, one per environment and pyspark version.
+ARCHIVE = Path(sys.prefix) / "share" / "adsrel" / f"spark-{pyspark.__version__}-classes.jsa"
+# The JVM warns, on stdout, when it cannot map an archive (another JVM build, changed jars); it
+# then runs without it, which is all we want, so the warning is only noise.
+QUIET_ARCHIVE = ("-Xlog:cds=off", "-Xlog:cds+dynamic=off")
 
 LOCAL_DRIVER_JAVA_OPTIONS = " ".join([
     "-XX:+UseParallelGC",
@@ -53,10 +47,9 @@ LOCAL_SETTINGS = {
 }
 
 
-# Spark's case mappings (lower, upper, initcap) build their tables when the class is first used: in
-# a fresh JVM, Class.forName of it took 2.2 s, and the first query with a lower() 1.0 s more than a
-# plain one. In prepare that happened inside pass 1, whose tasks both waited for it. A local driver
-# loads the class in the background while the job is still being planned.
+# Spark's case mappings (lower, upper, initcap) build their tables when the class is first used, which
+# in prepare happened inside pass 1 with every task waiting; a local driver loads the class in the
+# background while the job is still being planned.
 CASE_MAPPINGS_CLASS = "org.apache.spark.sql.catalyst.util.CollationAwareUTF8String"
 
 
@@ -73,6 +66,15 @@ def load_class_in_background(spark: SparkSession, name: str) -> threading.Thread
     thread = threading.Thread(target=load, name=f"adsrel-load-{name.rsplit('.', 1)[-1]}", daemon=True)
     thread.start()
     return thread
+
+
+def archive_options(archive: Path = ARCHIVE) -> list[str]:
+    """JVM options that map ``archive``, or none when there is no archive.
+
+    Never name a missing file: -XX:SharedArchiveFile on a missing file also turns off the JDK's own
+    default archive.
+    """
+    return [f"-XX:SharedArchiveFile={archive}", *QUIET_ARCHIVE] if archive.is_file() else []
 
 
 def local_driver_java_options() -> str:

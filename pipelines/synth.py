@@ -43,7 +43,7 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from features.schema import SYNTH_SCHEMA
+from features.schema import SYNTH_TYPES
 
 MARKETS = {"en-US": 0.45, "en-GB": 0.20, "en-IN": 0.15, "en-CA": 0.12, "en-AU": 0.08}
 VERTICALS = {
@@ -426,13 +426,13 @@ def synth_logs(
     df = with_clean_content(base, seed, F.col("_content"))
     df = with_dirt(df, seed, dirt)
     return df.select(
-        *[F.col(f.name).cast(f.dataType) for f in SYNTH_SCHEMA.fields], "_grade", "_relation", "_dirt"
+        *[F.col(c).cast(t) for c, t in SYNTH_TYPES.items()], "_grade", "_relation", "_dirt"
     )
 
 
 def write_logs(df: DataFrame, output: str, fmt: str = "parquet") -> None:
     """Writes the raw columns only (the latent ones stay out of the logs)."""
-    raw = df.select(*[f.name for f in SYNTH_SCHEMA.fields])
+    raw = df.select(*SYNTH_TYPES)
     writer = raw.write.mode("overwrite")
     if fmt == "parquet":
         writer.parquet(output)

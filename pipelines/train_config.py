@@ -10,10 +10,10 @@ from typing import Any
 
 import yaml
 
+from features.errors import UserError
 from models.backbone import DEFAULT_BACKBONE
 from models.config import LAMBDA_FORMS, METHODS
 from models.heads import HEADS
-from pipelines.errors import UserError
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
 SCHEDULES = ("linear", "cosine", "constant_with_warmup")

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from features.shards import read_split
 from models.artifact import WEIGHTS_FILE
 from models.scoring import Scorer
-from pipelines.shards import read_split
 from tests.tiny_models import tiny_artifact
 
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from evaluation import metrics as M
-from evaluation.calibration import apply_calibrators, fit_calibrators
+from evaluation.calibration import fit_calibrators
+from features.shards import read_split
 from models.artifact import META_FILE
+from models.calibration import apply_calibrators
 from models.scoring import Scorer
-from pipelines.shards import read_split
 from tests.shard_data import write_shards
 from tests.tiny_models import tiny_artifact
 

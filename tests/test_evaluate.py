@@ -18,20 +18,15 @@ from pipelines.cli import main
 from pipelines.train import train
 from pipelines.train_config import load_train_config
 from tests.shard_data import write_shards
-from tests.tiny_models import tiny_artifact, tiny_backbone_dir
+from tests.tiny_models import tiny_artifact
 
 METRICS = ("roc_auc", "pr_auc", "precision_at_recall_0.5", "precision_at_recall_0.8", "precision_at_recall_0.9",
            "recall_at_precision_0.9", "log_loss", "brier", "ece", "n", "positives")
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
-    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", uri)
-        mlflow.set_tracking_uri(uri)
-        yield uri
-        mlflow.set_tracking_uri(None)
+def store(module_mlflow_store):
+    return module_mlflow_store
 
 
 @pytest.fixture(scope="module")
@@ -45,11 +40,10 @@ def shards(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def trained(store, shards, tmp_path_factory):
+def trained(store, shards, tiny_backbone, tmp_path_factory):
     """mtl_lora trained for a few steps (learning is tests/test_train.py's business) with platt
     calibration, logged and registered as ads-relevance v1."""
-    backbone = tiny_backbone_dir(tmp_path_factory.mktemp("backbone"))
-    settings = {"backbone": backbone, "batch_size": 16, "max_steps": 8, "lr": 0.01, "eval_every": 8,
+    settings = {"backbone": tiny_backbone, "batch_size": 16, "max_steps": 8, "lr": 0.01, "eval_every": 8,
                 "head_dropout": 0.0, "max_length": 32, "bucket_factor": 4, "rank": 4, "calibration": "platt"}
     config = load_train_config(None, [f"{k}={v}" for k, v in settings.items()])
     output = tmp_path_factory.mktemp("model")

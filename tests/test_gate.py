@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from evaluation.gate import GatePolicy, decide, load_policy
-from pipelines.errors import UserError
+from features.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 TASKS = ("a", "b", "c")

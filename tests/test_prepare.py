@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
+from features.errors import UserError
+from features.shards import manifest_digest
 from features.task_map import load_task_map, locale_column, parse_task_map
-from pipelines.errors import UserError
 from pipelines.prepare import (
     PrepareConfig,
     aggregate_examples,
@@ -24,7 +25,6 @@ from pipelines.prepare import (
     with_reason,
     with_segment,
 )
-from pipelines.shards import manifest_digest
 from pipelines.synth import synth_logs, write_logs
 
 RAW = (

@@ -11,9 +11,11 @@ import pytest
 
 from evaluation.gate import GatePolicy
 from evaluation.promote import EvaluationFailed, promote
+from evaluation.registry import INPUT_EXAMPLE, REGISTERED_MODEL
+from evaluation.tracking import MODEL_DIGEST_TAG as DIGEST_TAG
+from features.shards import manifest_digest
+from models.artifact import model_digest
 from pipelines.cli import main
-from pipelines.mlflow_model import DIGEST_TAG, INPUT_EXAMPLE, REGISTERED_MODEL, model_digest
-from pipelines.shards import manifest_digest
 from tests.fitted_models import fitted_artifact
 from tests.shard_data import write_shards
 
@@ -41,12 +43,9 @@ def models(tmp_path_factory, shards):
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
-    (tmp_path / "policy.yaml").write_text(POLICY_YAML)
-    return tmp_path
+def store(mlflow_store):
+    (mlflow_store / "policy.yaml").write_text(POLICY_YAML)
+    return mlflow_store
 
 
 def cli(*args: str, capsys) -> tuple[int, dict | None, str]:
@@ -128,7 +127,7 @@ def test_first_better_worse_and_idempotent_reruns(store, shards, models, capsys)
 
 
 def test_runs_uri_of_a_registered_model_is_not_registered_twice(store, shards, models):
-    from pipelines.mlflow_model import log_model
+    from evaluation.registry import log_model
 
     ref = log_model(models["fair"], input_example=INPUT_EXAMPLE.assign(task="a"))  # what `adsrel train` does
     for uri in (f"runs:/{ref.run_id}/model", ref.model_uri):
@@ -151,7 +150,7 @@ def test_a_task_added_to_the_data(store, shards, models):
 
 
 def test_failed_evaluation_never_moves_an_alias(store, shards, models):
-    from pipelines.mlflow_model import log_model
+    from evaluation.registry import log_model
 
     log_model(models["fair"], input_example=INPUT_EXAMPLE.assign(task="a"))
     client = mlflow.MlflowClient()
@@ -177,7 +176,7 @@ def test_failed_evaluation_never_moves_an_alias(store, shards, models):
 
 def test_a_champion_moved_by_another_promotion_meanwhile_is_not_overruled(store, shards, models):
     from evaluation.promote import ChampionMoved, default_evaluator
-    from pipelines.mlflow_model import log_model
+    from evaluation.registry import log_model
 
     for name in ("fair", "weak_c"):
         log_model(models[name], input_example=INPUT_EXAMPLE.assign(task="a"))

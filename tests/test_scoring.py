@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
 
+from evaluation.registry import INPUT_EXAMPLE, log_model, resolve_model_dir
+from features.errors import UserError
+from features.shards import manifest_digest, read_manifest, read_split, task_names
 from models.scoring import Scorer
-from pipelines.errors import UserError
-from pipelines.mlflow_model import INPUT_EXAMPLE, log_model
-from pipelines.model_uri import resolve_model_dir
-from pipelines.shards import manifest_digest, read_manifest, read_split, task_names
 from tests.shard_data import write_shards
 from tests.tiny_models import tiny_artifact
 
@@ -78,9 +78,7 @@ def test_scorer_rejects_unknown_tasks(artifact):
         scorer.predict(INPUT_EXAMPLE)  # en-GB travel: no task of this model, no catch-all
 
 
-def test_pyfunc_logged_registered_and_loaded_by_uri(artifact, shards, tmp_path, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+def test_pyfunc_logged_registered_and_loaded_by_uri(artifact, shards, mlflow_store):
     ref = log_model(artifact)
     assert ref.version == "1"
     frame = read_split(shards, "test").head(8)
@@ -88,6 +86,8 @@ def test_pyfunc_logged_registered_and_loaded_by_uri(artifact, shards, tmp_path, 
     loaded = mlflow.pyfunc.load_model("models:/ads-relevance/1")
     scores = loaded.predict(frame[["query", "ad_title", "ad_description", "display_url", "task"]])
     np.testing.assert_allclose(np.asarray(scores), expected, rtol=1e-5)
+    shipped = Path(mlflow.artifacts.download_artifacts(ref.model_uri)) / "code"
+    assert sorted(p.name for p in shipped.iterdir()) == ["features", "models"]  # no Spark jobs, no stages
     for uri in ("models:/ads-relevance/1", ref.model_uri):
         meta = json.loads((resolve_model_dir(uri) / "adsrel_model.json").read_text())
         assert [t["name"] for t in meta["tasks"]] == list(TASKS)

@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pyspark
 
-from pipelines.class_archive import ARCHIVE, archive_options
-from pipelines.spark import CASE_MAPPINGS_CLASS, load_class_in_background, local_driver_java_options
+from pipelines.spark import (
+    ARCHIVE,
+    CASE_MAPPINGS_CLASS,
+    archive_options,
+    load_class_in_background,
+    local_driver_java_options,
+)
 
 
 def test_local_driver_runs_the_throughput_collector(spark):
@@ -22,7 +27,7 @@ def test_local_driver_runs_the_throughput_collector(spark):
 def test_local_driver_asks_for_small_shuffle_partitions(spark):
     key = "spark.sql.adaptive.advisoryPartitionSizeInBytes"
     size = spark.sparkContext._jvm.org.apache.spark.network.util.JavaUtils.byteStringAsBytes(spark.conf.get(key))
-    assert size == 16 * 2**20 < 64 * 2**20  # Spark's own default
+    assert size == 16 * 2**20  # Spark's own default is 64 MB
 
 
 def test_local_driver_spills_uncompressed(spark):

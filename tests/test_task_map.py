@@ -1,8 +1,8 @@
 import pytest
 from pyspark.sql import functions as F
 
+from features.errors import UserError
 from features.task_map import load_task_map, locale_column, normalise_locale, parse_task_map, task_column
-from pipelines.errors import UserError
 
 
 def test_repo_task_map_is_valid_and_has_catch_all():

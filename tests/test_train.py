@@ -14,28 +14,27 @@ import pyarrow.parquet as pq
 import pytest
 from safetensors.torch import load_file, save_file
 
+from features.errors import UserError
+from features.shards import read_split
 from models.config import METHODS
 from models.relevance import trained_names
 from models.scoring import Scorer
 from pipelines.cli import main
-from pipelines.errors import UserError
-from pipelines.shards import read_split
 from pipelines.train import TrainingDiverged, build_model, train
 from pipelines.train_config import load_train_config
 from tests.shard_data import write_shards
-from tests.tiny_models import tiny_backbone_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def backbone(tmp_path_factory):
-    return tiny_backbone_dir(tmp_path_factory.mktemp("backbone"))
+def backbone(tiny_backbone):
+    return tiny_backbone
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    return write_shards(tmp_path_factory.mktemp("shards"))
+def shards(tiny_shards):
+    return tiny_shards
 
 
 class Crash(Exception):
@@ -99,7 +98,7 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(backbone
     broken = tmp_path / "broken"
     with pytest.raises(Crash):
         train(shards, broken, config(backbone, **settings), on_step=crash_at(5))
-    assert sorted(p.name for p in (broken / "checkpoints").iterdir()) == ["step-00000003"]
+    assert sorted(p.name for p in (tmp_path / "broken.checkpoints").iterdir()) == ["step-00000003"]
     result = train(shards, broken, config(backbone, **settings))
     assert result.steps == 9
     a, b = weights(whole), weights(broken)
@@ -108,11 +107,26 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(backbone
         np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
+def test_the_model_directory_holds_the_artifact_only_and_checkpoints_go_elsewhere(backbone, shards, tmp_path):
+    legacy = tmp_path / "model" / "checkpoints" / "step-00000001"  # where versions before kept them
+    legacy.mkdir(parents=True)
+    (legacy / "optimizer.bin").write_bytes(b"pickle")
+    settings = {"max_steps": 4, "eval_every": 2, "checkpoint_every": 2}
+    train(shards, tmp_path / "model", config(backbone, **settings), checkpoints=tmp_path / "ckpt")
+    files = sorted(str(p.relative_to(tmp_path / "model")) for p in (tmp_path / "model").rglob("*") if p.is_file())
+    assert {"adsrel_model.json", "adapter.safetensors"} <= set(files)
+    assert all(f.startswith("tokenizer/") for f in files if f not in ("adsrel_model.json", "adapter.safetensors"))
+    assert not any(f.endswith((".bin", ".pkl", ".pt", ".pth")) for f in files), files
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["step-00000002", "step-00000004"]
+    assert {p.suffix for p in (tmp_path / "ckpt" / "step-00000004").iterdir()} >= {".pkl", ".bin", ".json"}
+    assert not (tmp_path / "model.checkpoints").exists()
+
+
 def test_a_checkpoint_holds_the_trained_weights_only_and_resume_needs_all_of_them(backbone, shards, tmp_path):
     settings = {"max_steps": 6, "checkpoint_every": 3, "eval_every": 3}
     with pytest.raises(Crash):
         train(shards, tmp_path / "m", config(backbone, **settings), on_step=crash_at(4))
-    saved_file = tmp_path / "m" / "checkpoints" / "step-00000003" / "model.safetensors"
+    saved_file = tmp_path / "m.checkpoints" / "step-00000003" / "model.safetensors"
     saved = load_file(saved_file)
     model = build_model(config(backbone, **settings), 3)
     assert set(saved) == trained_names(model)
@@ -145,7 +159,7 @@ def test_diverging_loss_stops_with_the_last_good_checkpoint_intact(backbone, tmp
         pq.write_table(table, path)
     with pytest.raises(TrainingDiverged, match="loss became inf at step 5.*step-00000004"):
         train(data, out, config(backbone, max_steps=8, eval_every=4, checkpoint_every=4))
-    assert (out / "checkpoints" / "step-00000004" / "trainer_state.json").is_file()
+    assert (tmp_path / "model.checkpoints" / "step-00000004" / "trainer_state.json").is_file()
     after = weights(out)
     assert all(np.array_equal(before[k].numpy(), after[k].numpy()) for k in before)
 
@@ -168,10 +182,7 @@ def test_data_parallel_two_processes_match_one_process(backbone, shards, tmp_pat
         np.testing.assert_allclose(a[name].numpy(), b[name].numpy(), rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_mlflow_run_holds_params_metrics_and_a_loadable_registered_model(backbone, shards, tmp_path, monkeypatch):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    mlflow.set_tracking_uri(uri)
+def test_mlflow_run_holds_params_metrics_and_a_loadable_registered_model(backbone, shards, tmp_path, mlflow_store):
     result = train(shards, tmp_path / "model", config(backbone, mlflow=True, max_steps=20, eval_every=10))
     run = mlflow.get_run(result.run_id)
     assert run.data.params["method"] == "mtl_lora" and run.data.params["rank"] == "8"

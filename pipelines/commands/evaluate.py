@@ -31,7 +31,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from evaluation.evaluate import log, log_evaluation, markdown_table, run_evaluation
-    from pipelines.errors import UserError
+    from features.errors import UserError
 
     if args.report and Path(args.report).is_dir():
         raise UserError(f"--report is a directory: {args.report}")

@@ -25,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.errors import UserError
+    from features.errors import UserError
 
     if args.rows < 1:
         raise UserError("--rows must be positive")

@@ -3,7 +3,7 @@
 import mlflow
 import pytest
 
-from pipelines.mlflow_model import EXPERIMENT, artifact_location, experiment_id, set_experiment
+from evaluation.tracking import EXPERIMENT, artifact_location, experiment_id, set_experiment
 
 
 @pytest.mark.parametrize(
@@ -26,23 +26,16 @@ def test_a_relative_sqlite_database_is_resolved_from_the_working_directory(tmp_p
     assert artifact_location("sqlite:///stores/mlflow.db") == (tmp_path / "stores" / "mlruns").as_uri()
 
 
-def test_run_artifacts_land_beside_the_store_not_in_the_working_directory(tmp_path, monkeypatch):
-    store, elsewhere = tmp_path / "store", tmp_path / "elsewhere"
-    store.mkdir()
-    elsewhere.mkdir()
-    uri = f"sqlite:///{store}/mlflow.db"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+def test_run_artifacts_land_beside_the_store_not_in_the_working_directory(mlflow_store, tmp_path_factory,
+                                                                             monkeypatch):
+    store, elsewhere = mlflow_store, tmp_path_factory.mktemp("elsewhere")
     monkeypatch.chdir(elsewhere)
-    mlflow.set_tracking_uri(uri)
-    try:
-        set_experiment()
-        with mlflow.start_run() as run:
-            mlflow.log_text("hello", "note.txt")
-        first = experiment_id()
-        assert experiment_id() == first  # found again, not created twice
-        assert mlflow.get_experiment(first).name == EXPERIMENT
-        assert run.info.experiment_id == first
-    finally:
-        mlflow.set_tracking_uri(None)
+    set_experiment()
+    with mlflow.start_run() as run:
+        mlflow.log_text("hello", "note.txt")
+    first = experiment_id()
+    assert experiment_id() == first  # found again, not created twice
+    assert mlflow.get_experiment(first).name == EXPERIMENT
+    assert run.info.experiment_id == first
     assert list(store.glob("mlruns/**/note.txt")), "the artifact is not under the store's mlruns"
     assert not any(elsewhere.iterdir()), f"the working directory got {sorted(p.name for p in elsewhere.iterdir())}"

@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from features.errors import UserError
 from features.schema import SPLITS
-from pipelines.errors import UserError
 
 MANIFEST = "manifest.json"
 # What training and scoring read of a shard row.

@@ -1,0 +1,76 @@
+"""MLflow tracking: the store, the ads-relevance experiment, and the names every stage records under.
+
+Tracking URI: MLFLOW_TRACKING_URI if set, else MLflow's default (sqlite:///mlflow.db in the working
+directory). The constants here are the contract between the stage that writes a run and the one that
+reads it back (promotion reuses evaluation runs by their tags).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+EXPERIMENT = "ads-relevance"
+
+# Tags of an evaluation run (besides stage=evaluate): which model, which data, which split.
+MODEL_URI_TAG = "adsrel.model_uri"
+MODEL_DIGEST_TAG = "adsrel.model_digest"
+MANIFEST_DIGEST_TAG = "adsrel.manifest_digest"
+SPLIT_TAG = "adsrel.split"
+EVALUATED_RUN_TAG = "adsrel.evaluated_run_id"
+EVAL_IDENTITY_TAGS = (MODEL_DIGEST_TAG, MANIFEST_DIGEST_TAG, SPLIT_TAG)
+
+# Artifacts of an evaluation run.
+REPORT_ARTIFACT = "evaluation_report.json"
+TABLE_ARTIFACT = "evaluation_table.json"
+MARKDOWN_ARTIFACT = "evaluation_table.md"
+PLOTS_DIR = "plots"
+
+
+def tracking_uri() -> str:
+    import mlflow
+
+    return os.environ.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+
+
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlruns`` beside the database of a local sqlite
+    store, else None (the store's own default).
+
+    MLflow's default for a sqlite store is ``./mlruns`` under the working directory of whichever
+    process creates the experiment: a test on a temporary store, or a scheduled task started
+    elsewhere, would leave its runs' artifacts there, apart from the database that records them.
+    """
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not database or database == ":memory:":
+        return None
+    return (Path(database).resolve().parent / "mlruns").as_uri()
+
+
+def experiment_id() -> str:
+    """The ads-relevance experiment (MLFLOW_EXPERIMENT_NAME overrides it, as in MLflow) on the tracking
+    URI of MLFLOW_TRACKING_URI (or MLflow's default), created with :func:`artifact_location` if new."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri()))
+    except MlflowException:  # created meanwhile by another process
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def set_experiment() -> None:
+    """Makes :func:`experiment_id` the active experiment."""
+    import mlflow
+
+    mlflow.set_experiment(experiment_id=experiment_id())

@@ -1,0 +1,62 @@
+"""Progress of long work on stderr: a tqdm bar with rate and ETA on a terminal, plain lines otherwise
+(CI, Airflow task logs, files), so that a log shows how far a run got and how fast it went."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Mapping
+
+
+def log(verb: str, message: str) -> None:
+    """One progress line of ``adsrel <verb>`` on stderr."""
+    print(f"adsrel {verb}: {message}", file=sys.stderr, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+class Progress:
+    """Counts ``unit`` up to ``total``. On a terminal: a tqdm bar. Otherwise a line each time the count
+    passes a multiple of ``every``, and at the end, with the rate and the ETA."""
+
+    def __init__(self, verb: str, total: int, *, initial: int = 0, every: int = 1, unit: str = "step",
+                 enabled: bool = True) -> None:
+        self.verb, self.total, self.unit, self.enabled = verb, total, unit, enabled
+        self.every = max(1, every)
+        self.count = self.started_at = initial
+        self.clock = time.perf_counter()
+        self.bar = None
+        if enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                            unit_scale=unit != "step")
+
+    def update(self, n: int = 1, stats: Mapping[str, float] | None = None) -> None:
+        if not self.enabled:
+            return
+        before, self.count = self.count, self.count + n
+        if self.bar is not None:
+            self.bar.update(n)
+            if stats:
+                self.bar.set_postfix({k: f"{v:.4g}" for k, v in stats.items()}, refresh=False)
+            return
+        if self.count // self.every > before // self.every or self.count >= self.total:
+            elapsed = time.perf_counter() - self.clock
+            rate = (self.count - self.started_at) / elapsed if elapsed > 0 else 0.0
+            text = "".join(f" {k} {v:.4g}" for k, v in (stats or {}).items())
+            eta = f", ETA {_duration((self.total - self.count) / rate)}" if rate > 0 and self.count < self.total else ""
+            log(self.verb, f"{self.unit} {self.count}/{self.total}{text} ({rate:.3g} {self.unit}/s{eta})")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
