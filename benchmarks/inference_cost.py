@@ -45,22 +45,19 @@ def main() -> int:
     mixed = test.sample(min(args.rows, len(test)), random_state=0)
     largest = test["task"].value_counts().index[0]
     single = test[test.task == largest].sample(min(args.rows, int((test.task == largest).sum())), random_state=0)
-    scorers = {m.name.rsplit("-seed", 1)[0]: Scorer.load(m, batch_size=64) for m in models}
+    scorers = {m.name.rsplit("-seed", 1)[0]: Scorer.load(m, max_batch=64) for m in models}
 
-    mixed_s = interleaved_medians({v: (lambda s=s: s.logits(mixed)) for v, s in scorers.items()},
+    mixed_s = interleaved_medians({v: (lambda s=s: s.logits(mixed, merge=False)) for v, s in scorers.items()},
                                   warmup=1, repeats=args.repeats)
     calls = {}
     for variant, scorer in scorers.items():
-        calls[variant] = lambda s=scorer: s.logits(single)
+        calls[variant] = lambda s=scorer: s.logits(single, merge=False)
     merged = {}
-    for variant in scorers:
-        try:
-            merged_scorer = Scorer.load(args.workdir / "models" / f"{variant}-seed{args.seed}", batch_size=64)
-            merged_scorer.model.merge(merged_scorer.task_names.index(largest))
-        except (ValueError, NotImplementedError, AttributeError) as exc:
-            merged[variant] = f"cannot merge: {exc}"
+    for variant, scorer in scorers.items():
+        if not scorer.mergeable:
+            merged[variant] = "cannot merge: no adapter layers"
             continue
-        calls[variant + " merged"] = lambda s=merged_scorer: s.logits(single)
+        calls[variant + " merged"] = lambda s=scorer: s.logits(single, merge=True)
     single_s = interleaved_medians(calls, warmup=1, repeats=args.repeats)
 
     lora = mixed_s.get("lora")

@@ -10,7 +10,6 @@ the report JSON, plots, the evaluated dataset) in a run tagged with the model an
 from __future__ import annotations
 
 import math
-import sys
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from evaluation.tracking import (
     set_experiment,
 )
 from features.errors import UserError
+from features.progress import log as progress_log
 from features.shards import MODEL_COLUMNS, manifest_digest, read_split
 from models.artifact import ArtifactError, model_digest
 from models.scoring import Scorer
@@ -45,7 +45,7 @@ TABLE_METRICS = ("n", "positives", "roc_auc", "pr_auc", "precision_at_recall_0.8
 
 
 def log(message: str) -> None:
-    print(f"adsrel evaluate: {message}", file=sys.stderr, flush=True)
+    progress_log("evaluate", message)
 
 
 @dataclass

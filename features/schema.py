@@ -42,6 +42,9 @@ TEXT_LIMITS: dict[str, int] = {
     "display_url": 200,
 }
 
+# Text columns whose case carries no meaning (queries, URLs): lower-cased; ad copy keeps its case.
+LOWERCASED_TEXT: tuple[str, ...] = ("query", "display_url")
+
 LABEL_SOURCES: tuple[str, ...] = ("human", "llm", "click")
 MIN_GRADE, MAX_GRADE = 0, 4
 

@@ -21,11 +21,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.schema import LOWERCASED_TEXT, TEXT_LIMITS
+
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 # Whitespace including unicode separators, control and format characters (RE2 and Java alike).
 _SPACE = r"\s\p{Z}\p{Cc}\p{Cf}"
+# Passes until a value stops changing: more would mean a normalisation that cycles.
+MAX_PASSES = 4
 # The runs of _SPACE that normalisation changes: two or more characters, or one that is not a plain
 # space; matching every single space between words as well cost several times more on ad text.
 _SPACE_TO_FIX = rf"[{_SPACE}]{{2,}}|[\t\n\f\r\p{{Cc}}\p{{Cf}}]|[^ \PZ]"
@@ -121,6 +125,17 @@ def may_be_space(code_point: int) -> bool:
         return True
 
 
+def unescape_nfkc(value: str) -> str:
+    """html.unescape then NFKC, again until nothing changes: a double-escaped '&amp;amp;', or a
+    full-width '＆' that NFKC turns into the '&' of an entity, ends as plain text too."""
+    for _ in range(MAX_PASSES):
+        fixed = unicodedata.normalize("NFKC", html.unescape(value) if "&" in value else value)
+        if fixed == value:
+            break
+        value = fixed
+    return value
+
+
 def normalise_unicode_array(values: pa.Array) -> pa.Array:
     """HTML entities decoded, then NFKC (so '&nbsp;' and 'ﬁ' become plain text).
 
@@ -139,7 +154,7 @@ def normalise_unicode_array(values: pa.Array) -> pa.Array:
     if not needs.any():
         return values
     before = pc.filter(values, pa.array(needs)).to_pylist()
-    after = [unicodedata.normalize("NFKC", html.unescape(v) if "&" in v else v) for v in before]
+    after = [unescape_nfkc(v) for v in before]
     changed = np.fromiter((a != b for a, b in zip(after, before, strict=True)), dtype=bool, count=len(before))
     if not changed.any():
         return values
@@ -163,15 +178,49 @@ def collapse_spaces_array(values: pa.Array) -> pa.Array:
     return pc.replace_with_mask(values, mask, fixed)
 
 
-def normalise_text_array(values: pa.Array, limit: int | None = None, lowercase: bool = False) -> pa.Array:
-    """One text column normalised: entities + NFKC, runs of whitespace to one space, trimmed,
-    lower-cased when ``lowercase``, at most ``limit`` characters. Nulls stay null."""
+def _normalise_once(values: pa.Array, limit: int | None, lowercase: bool) -> pa.Array:
     values = pc.utf8_trim(collapse_spaces_array(normalise_unicode_array(values)), " ")
     if lowercase:
         values = pc.utf8_lower(values)
     if limit is None or (pc.max(pc.binary_length(values)).as_py() or 0) <= limit:
         return values  # no value has more bytes than the limit, so none has more characters
-    return pc.utf8_slice_codeunits(values, 0, limit)
+    return pc.utf8_trim(pc.utf8_slice_codeunits(values, 0, limit), " ")  # a cut may end on a space
+
+
+def _changed(before: pa.Array, after: pa.Array) -> np.ndarray:
+    return np.flatnonzero(pc.fill_null(pc.not_equal(before, after), False).to_numpy(zero_copy_only=False))
+
+
+def normalise_text_array(values: pa.Array, limit: int | None = None, lowercase: bool = False) -> pa.Array:
+    """One text column normalised: entities + NFKC, runs of whitespace to one space, trimmed,
+    lower-cased when ``lowercase``, at most ``limit`` characters. Nulls stay null.
+
+    Idempotent, so that a scorer may normalise text that prepare normalised already: the values a
+    pass changes go through it again until none changes (lower case or a cut can leave what another
+    step changes).
+    """
+    out = _normalise_once(values, limit, lowercase)
+    rows = _changed(values, out)
+    for _ in range(MAX_PASSES - 1):
+        if not rows.size:
+            break
+        before = out.take(rows)
+        after = _normalise_once(before, limit, lowercase)
+        still = _changed(before, after)
+        if not still.size:
+            break
+        mask = np.zeros(len(out), dtype=bool)
+        mask[rows[still]] = True
+        out = pc.replace_with_mask(out, pa.array(mask), after.take(still))
+        rows = rows[still]
+    return out
+
+
+def normalise_pair_columns(columns: dict[str, pa.Array]) -> dict[str, pa.Array]:
+    """The text columns of query-ad pairs (those of :data:`features.schema.TEXT_LIMITS` present in
+    ``columns``) normalised as prepare normalises them; the others as they are."""
+    return {name: normalise_text_array(values, TEXT_LIMITS[name], name in LOWERCASED_TEXT)
+            if name in TEXT_LIMITS else values for name, values in columns.items()}
 
 
 def normalise_text(value: str | None, limit: int | None = None, lowercase: bool = False) -> str | None:

@@ -1,5 +1,12 @@
 """Scoring query-ad pairs with a model artifact: the one path every scorer takes (evaluation, the
-MLflow pyfunc, batch scoring), so text building, task routing and calibration cannot drift apart."""
+MLflow pyfunc, batch scoring), so text normalisation, text building, task routing and calibration
+cannot drift apart.
+
+Text goes through prepare's own normalisation (features/text.py, idempotent), so a raw candidate
+scores exactly as its normalised spelling does. Rows are scored grouped by task, each large group
+with that task's update folded into the weights (``merge(task)``: no adapter cost at all), in
+batches of similar length cut to a token budget (little padding, large matrix products).
+"""
 
 from __future__ import annotations
 
@@ -8,54 +15,85 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import torch
 
 from features.task_map import parse_task_map
+from features.text import normalise_pair_columns
 from features.tokenize import PairEncoder
 from models.artifact import TOKENIZER_DIR, ArtifactError, load_model, read_metadata
 from models.calibration import apply_calibrators
 
 DEFAULT_MAX_LENGTH = 128
+TEXT_COLUMNS = ("query", "ad_title", "ad_description", "display_url")
+# A task with fewer rows than this in one call is scored unmerged, with the other small ones: folding
+# an update into every adapted weight costs about what scoring this many pairs does.
+MIN_MERGE_ROWS = 32
+
+
+def length_batches(lengths: np.ndarray, rows: np.ndarray, *, tokens: int, max_rows: int) -> list[np.ndarray]:
+    """``rows`` sorted by length and cut into batches of at most ``tokens`` padded tokens and
+    ``max_rows`` rows (one row at least)."""
+    ordered = rows[np.argsort(lengths[rows], kind="stable")]
+    batches, start = [], 0
+    while start < len(ordered):
+        end = start + 1
+        while end < len(ordered) and end - start < max_rows and (end + 1 - start) * lengths[ordered[end]] <= tokens:
+            end += 1
+        batches.append(ordered[start:end])
+        start = end
+    return batches
 
 
 class Scorer:
     """``Scorer.load(model_dir).predict(frame)`` -> relevance probabilities in [0, 1].
 
-    ``frame`` has query, ad_title, ad_description, display_url and the task as ``task`` (name),
-    ``task_id``, or ``market`` + ``vertical`` (mapped through the task map stored in the artifact).
+    ``frame`` has query, ad_title, ad_description, display_url (raw or normalised: the same score)
+    and the task as ``task`` (name), ``task_id``, or ``market`` + ``vertical`` (mapped through the
+    task map stored in the artifact).
     """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, meta: dict[str, Any], *, batch_size: int = 256):
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, meta: dict[str, Any], *, batch_tokens: int = 8192,
+                 max_batch: int = 256) -> None:
         self.model = model.eval()
         self.meta = meta
-        self.batch_size = batch_size
+        self.batch_tokens, self.max_batch = batch_tokens, max_batch
         tasks = sorted(meta.get("tasks") or [], key=lambda t: t["id"])
         if not tasks:
             raise ArtifactError("the model artifact has no task list")
         self.task_names = [t["name"] for t in tasks]
-        self.task_map = parse_task_map({"tasks": tasks, "unmapped": meta.get("unmapped", "quarantine")})
+        self.task_map = parse_task_map({"tasks": tasks, "unmapped": meta.get("unmapped") or "quarantine"})
         self.encoder = PairEncoder(tokenizer, int(meta.get("max_length") or DEFAULT_MAX_LENGTH),
                                    segment=bool(meta.get("segment_in_text")))
+        self.mergeable = bool(getattr(model, "encoder", None) is not None and model.encoder.layers)
 
     @classmethod
-    def load(cls, model_dir: str | Path, *, batch_size: int = 256) -> Scorer:
+    def load(cls, model_dir: str | Path, *, backbone: str | None = None, **kwargs: Any) -> Scorer:
+        """The scorer of the artifact in ``model_dir``; ``backbone`` overrides where its frozen base
+        model is loaded from (the same weights elsewhere: fingerprint-checked)."""
         from transformers import AutoTokenizer
 
         meta = read_metadata(model_dir)
         tokenizer_dir = Path(model_dir) / TOKENIZER_DIR
         if not tokenizer_dir.is_dir():
             raise ArtifactError(f"{model_dir} has no {TOKENIZER_DIR}/")
-        return cls(load_model(model_dir), AutoTokenizer.from_pretrained(str(tokenizer_dir)), meta,
-                   batch_size=batch_size)
+        return cls(load_model(model_dir, backbone=backbone), AutoTokenizer.from_pretrained(str(tokenizer_dir)), meta,
+                   **kwargs)
 
     def task_ids(self, frame: pd.DataFrame) -> np.ndarray:
-        if "task" in frame.columns:
+        """Each row's task id, from ``task``, ``task_id`` or ``market`` + ``vertical``, the first given
+        (a column of nulls, as MLflow passes an optional column of the signature, is not given)."""
+
+        def given(column: str) -> bool:
+            return column in frame.columns and bool(frame[column].notna().any())
+
+        if given("task"):
             index = {name: i for i, name in enumerate(self.task_names)}
             unknown = sorted(set(frame["task"]) - set(index))
             if unknown:
                 raise ValueError(f"tasks unknown to this model: {', '.join(map(str, unknown[:5]))}")
             return frame["task"].map(index).to_numpy(dtype=np.int64)
-        if "task_id" in frame.columns:
+        if given("task_id"):
             ids = frame["task_id"].to_numpy(dtype=np.int64)
             if len(ids) and (ids.min() < 0 or ids.max() >= len(self.task_names)):
                 raise ValueError(f"task_id outside 0..{len(self.task_names) - 1}")
@@ -68,21 +106,50 @@ class Scorer:
             return np.array([t.id for t in tasks], dtype=np.int64)
         raise ValueError("frame needs a task, task_id, or market and vertical column")
 
-    @torch.inference_mode()
-    def logits(self, frame: pd.DataFrame) -> np.ndarray:
-        task_ids = self.task_ids(frame)
-        encoded = self.encoder.encode(frame)
-        lengths = np.array([len(ids) for ids in encoded["input_ids"]])
-        out = np.empty(len(frame), dtype=np.float32)
-        order = np.argsort(lengths, kind="stable")  # similar lengths together: little padding
-        for start in range(0, len(order), self.batch_size):
-            rows = order[start : start + self.batch_size]
-            batch = self.encoder.pad(encoded, rows)
-            out[rows] = self.model(**batch, task_ids=torch.from_numpy(task_ids[rows])).float().numpy()
+    def texts(self, frame: pd.DataFrame) -> dict[str, list]:
+        """The pair text columns of ``frame`` as prepare normalises them (absent or null parts empty)."""
+        columns = {}
+        for name in TEXT_COLUMNS:
+            values = frame[name] if name in frame.columns else pd.Series([None] * len(frame), dtype=object)
+            columns[name] = pa.array(values.astype(object).where(values.notna(), None).tolist(), pa.string())
+        normalised = normalise_pair_columns(columns)
+        out = {name: [v or "" for v in values.to_pylist()] for name, values in normalised.items()}
+        if self.encoder.segment:
+            out.update(market=list(frame["market"]), vertical=list(frame["vertical"]))
         return out
 
-    def predict(self, frame: pd.DataFrame) -> np.ndarray:
-        probs = 1.0 / (1.0 + np.exp(-self.logits(frame).astype(np.float64)))
+    @torch.inference_mode()
+    def logits(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
+        """Raw logits of every row; ``merge`` folds each large task group's update into the weights."""
+        task_ids = self.task_ids(frame)
+        encoded = self.encoder.encode(self.texts(frame))
+        lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
+        out = np.empty(len(frame), dtype=np.float32)
+        groups: list[tuple[int | None, np.ndarray]] = []
+        if merge and self.mergeable:
+            counts = np.bincount(task_ids, minlength=len(self.task_names))
+            large = [t for t in range(len(self.task_names)) if counts[t] >= MIN_MERGE_ROWS]
+            groups = [(t, np.flatnonzero(task_ids == t)) for t in large]
+            rest = np.flatnonzero(~np.isin(task_ids, large))
+        else:
+            rest = np.arange(len(frame))
+        if rest.size:
+            groups.append((None, rest))
+        for task, rows in groups:
+            if task is not None:
+                self.model.merge(task)
+            try:
+                for batch_rows in length_batches(lengths, rows, tokens=self.batch_tokens, max_rows=self.max_batch):
+                    batch = self.encoder.pad(encoded, batch_rows)
+                    ids = torch.from_numpy(task_ids[batch_rows])
+                    out[batch_rows] = self.model(**batch, task_ids=ids).float().numpy()
+            finally:
+                if task is not None:
+                    self.model.unmerge()
+        return out
+
+    def predict(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
+        probs = 1.0 / (1.0 + np.exp(-self.logits(frame, merge=merge).astype(np.float64)))
         calibrators = self.meta.get("calibrators")
         if calibrators:
             names = np.asarray(self.task_names, dtype=object)[self.task_ids(frame)]

@@ -22,6 +22,7 @@ VERB_MODULES = (
     "pipelines.commands.train",
     "pipelines.commands.evaluate",
     "pipelines.commands.promote",
+    "pipelines.commands.score",
     "pipelines.commands.demo",
 )
 

@@ -12,9 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.progress import log
 from models.artifact import META_FILE, TOKENIZER_DIR, WEIGHTS_FILE, save_model
 from models.relevance import RelevanceModel
-from pipelines.progress import log
 from pipelines.train_config import TrainConfig
 
 ARTIFACT_FILES = (WEIGHTS_FILE, TOKENIZER_DIR, META_FILE)  # in the order they are replaced: metadata last

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +31,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from features.errors import UserError
+from features.progress import log
 from features.schema import (
     LABEL_SOURCES,
+    LOWERCASED_TEXT,
     MAX_GRADE,
     MIN_GRADE,
     RAW_COLUMNS,
@@ -53,6 +54,7 @@ from features.task_map import (
     task_name_column,
 )
 from features.text import is_blank, normalise_text_columns
+from pipelines.inputs import detect_format
 
 SCHEMA_VERSION = 1
 CORRUPT = "_corrupt_record"
@@ -115,26 +117,6 @@ class PrepareConfig:
 
 
 # ---------------------------------------------------------------- reading
-
-_FORMATS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".ndjson": "json",
-            ".csv": "csv"}
-
-
-def detect_format(path: str) -> str:
-    """parquet, json or csv from the file name, or from the data files inside a directory."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"input not found: {path}")
-    files = [p] if p.is_file() else [
-        f for f in sorted(p.rglob("*")) if f.is_file() and not f.name.startswith(("_", "."))
-    ]
-    found = {_FORMATS[f.suffix.lower()] for f in files if f.suffix.lower() in _FORMATS}
-    if not found:
-        raise UserError(f"no Parquet, JSON Lines or CSV files in {path}")
-    if len(found) > 1:
-        raise UserError(f"mixed formats in {path}: {', '.join(sorted(found))}")
-    return found.pop()
-
 
 def _has_canonical_type(df: DataFrame, column: str) -> bool:
     return dict(df.dtypes)[column] == RAW_TYPES[column]
@@ -311,7 +293,7 @@ def typed_accepted(df: DataFrame) -> DataFrame:
 
 def normalise_texts(df: DataFrame, limits: dict[str, int]) -> DataFrame:
     """NFKC, entities, whitespace and length bounds; queries and URLs also lower-cased."""
-    return normalise_text_columns(df, limits, lowercase=("query", "display_url"))
+    return normalise_text_columns(df, limits, lowercase=LOWERCASED_TEXT)
 
 
 # ---------------------------------------------------------------- aggregation and labels
@@ -482,7 +464,7 @@ def _write_manifest(output: Path, manifest: dict) -> None:
 
 
 def _progress(message: str, started: float) -> None:
-    print(f"adsrel prepare: [{time.time() - started:6.1f}s] {message}", file=sys.stderr, flush=True)
+    log("prepare", f"[{time.time() - started:6.1f}s] {message}")
 
 
 def _write_quarantine(checked: DataFrame, reasons: Sequence[str], path: Path) -> dict[str, int]:

@@ -24,6 +24,7 @@ import torch
 from torch.nn import functional as F
 
 from features.errors import UserError
+from features.progress import Progress, log
 from features.sampling import TaskBalancedBatches
 from features.shards import MODEL_COLUMNS, manifest_digest, read_manifest, split_files, task_names
 from features.tokenize import PairEncoder
@@ -32,7 +33,6 @@ from models.config import AdapterConfig
 from models.relevance import RelevanceModel, RelevanceModelConfig
 from pipelines.checkpoints import Checkpoints, TrainState, default_checkpoint_dir, keep_trained_weights
 from pipelines.model_output import calibrate_artifact, clear_model_dir, save_artifact
-from pipelines.progress import Progress, log
 from pipelines.train_config import TrainConfig
 from pipelines.train_tracking import TrainTracker, input_example
 from pipelines.validation import validate, validation_frame

@@ -12,8 +12,8 @@ import pandas as pd
 
 from evaluation.registry import log_model, logged_model
 from evaluation.tracking import set_experiment
+from features.progress import log
 from features.shards import TEXT_COLUMNS
-from pipelines.progress import log
 from pipelines.train_config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 
 from evaluation.registry import INPUT_EXAMPLE, log_model, resolve_model_dir
@@ -21,7 +22,8 @@ TASKS = ("a", "b", "c")
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
-    return tiny_artifact(tmp_path_factory.mktemp("art") / "model", TASKS)
+    """Adapters with noise: every task's update changes its scores (a fresh B is zero)."""
+    return tiny_artifact(tmp_path_factory.mktemp("art") / "model", TASKS, noise=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +51,7 @@ def test_shards_without_manifest_are_refused(shards, tmp_path):
 
 
 def test_scorer_routes_tasks_the_same_way_by_name_id_and_segment(artifact, shards):
-    scorer = Scorer.load(artifact, batch_size=7)
+    scorer = Scorer.load(artifact, max_batch=7)
     frame = read_split(shards, "valid")
     by_name = scorer.predict(frame)
     by_id = scorer.predict(frame.drop(columns=["task"]))
@@ -99,3 +101,52 @@ def test_resolve_model_dir_errors(tmp_path):
         resolve_model_dir(str(tmp_path / "nope"))
     with pytest.raises(UserError, match="holds no adsrel model"):
         resolve_model_dir(str(tmp_path))
+
+
+def test_the_adapters_of_the_test_artifact_change_the_scores(artifact, shards):
+    scorer = Scorer.load(artifact)
+    frame = read_split(shards, "valid")
+    with_updates = scorer.predict(frame, merge=False)
+    for layer in scorer.model.encoder.layers.values():
+        layer.lora_B.data.zero_()
+    assert np.abs(scorer.predict(frame, merge=False) - with_updates).max() > 1e-3
+
+
+def test_merged_per_task_scoring_equals_unmerged_mixed_task_scoring(artifact, shards):
+    scorer = Scorer.load(artifact)
+    frame = read_split(shards, "valid").sample(frac=1.0, random_state=0)  # tasks interleaved
+    unmerged = scorer.predict(frame, merge=False)
+    merged = scorer.predict(frame, merge=True)
+    np.testing.assert_allclose(merged, unmerged, rtol=0, atol=1e-5)
+    assert not any(layer.merged for layer in scorer.model.encoder.layers.values())  # unmerged after
+
+
+def test_raw_and_normalised_spellings_of_a_pair_score_the_same(artifact):
+    scorer = Scorer.load(artifact)
+    raw = pd.DataFrame({
+        "query": ["  Cheap   SHOES\u00a0online ", "BEST&nbsp;hat", "book\tRome"],
+        "ad_title": ["buy &amp; save shoes", "best hat", "book\u3000rome tours"],
+        "ad_description": [None, "hat  online", "rome"],
+        "display_url": ["SHOES.Example.COM", None, "ROME"],
+        "task": ["a", "b", "c"],
+    })
+    normalised = pd.DataFrame({
+        "query": ["cheap shoes online", "best hat", "book rome"],
+        "ad_title": ["buy & save shoes", "best hat", "book rome tours"],
+        "ad_description": ["", "hat online", "rome"],
+        "display_url": ["shoes.example.com", "", "rome"],
+        "task": ["a", "b", "c"],
+    })
+    np.testing.assert_array_equal(scorer.predict(raw), scorer.predict(normalised))
+
+
+def test_length_batches_cover_every_row_once_within_the_token_budget():
+    from models.scoring import length_batches
+
+    lengths = np.array([5, 50, 7, 120, 3, 64, 64, 9])
+    rows = np.array([0, 1, 2, 3, 5, 6, 7])
+    batches = length_batches(lengths, rows, tokens=128, max_rows=3)
+    assert sorted(np.concatenate(batches).tolist()) == sorted(rows.tolist())
+    for batch in batches:
+        assert len(batch) <= 3 and (len(batch) == 1 or len(batch) * lengths[batch].max() <= 128)
+    assert [lengths[b].tolist() for b in batches] == [[5, 7, 9], [50, 64], [64], [120]]

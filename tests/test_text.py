@@ -74,27 +74,66 @@ def test_blank_fast_path_equals_the_regex(spark):
     assert [r.fast for r in got] == [r.regex for r in got]
 
 
+PIECES = [" ", "  ", "\t", "\n", "\x0b", "\x0c", "\r", "\x00", "\x1f", "\x7f", "\x85", "\xa0", "\u1680",
+          "\u2002", "\u200b", "\u2028", "\u2029", "\u202f", "\u3000", "\ufeff", "\xad", "\u180e",
+          "a", "B", "é", "e\u0301", "\ufb01", "&amp;", "&nbsp;", "&#32;", "&", "£", "İ", "\U0001f600",
+          "₹", "™", "…", "\u0301", "\u1100", "\u1161", "\uac00", "\u11a8", "\u0b47", "\u0b3e", "&#", "&x",
+          "&AMP", "&lt", "#", "x", "\U000e0001", "\U00013430", "\u0378", "\uffff", "&amp;amp;", "\uff06amp;",
+          "amp;"]
+
+
+def random_values(seed: int, n: int = 20_000) -> list[str | None]:
+    rng = random.Random(seed)
+    return [*("".join(rng.choice(PIECES) for _ in range(rng.randint(0, 10))) for _ in range(n)), None]
+
+
+def unescaped(value: str) -> str:
+    while (fixed := unicodedata.normalize("NFKC", html.unescape(value))) != value:
+        value = fixed
+    return value
+
+
+def plain_definition(values: list[str | None], limit: int) -> pa.Array:
+    """One pass: NFKC of unescaped text until neither changes it, every run of [\\s\\p{Z}\\p{Cc}\\p{Cf}]
+    to one space, trimmed, lower case, cut at ``limit`` and trimmed again; repeated until no value
+    changes."""
+    out = pa.array(values, pa.string())
+    for _ in range(4):
+        fixed = [None if v is None else unescaped(v) for v in out.to_pylist()]
+        spaced = pc.replace_substring_regex(pa.array(fixed, pa.string()), r"[\s\p{Z}\p{Cc}\p{Cf}]+", " ")
+        again = pc.utf8_trim(pc.utf8_slice_codeunits(pc.utf8_lower(pc.utf8_trim(spaced, " ")), 0, limit), " ")
+        if again.equals(out):
+            break
+        out = again
+    return out
+
+
 def test_fast_paths_equal_the_plain_definition():
     """Only changed whitespace runs are matched and only changed values are written back; on random
     text with every kind of space, control, format, entity and composable character the result is the
-    plain definition's: every run of [\\s\\p{Z}\\p{Cc}\\p{Cf}] to one space, NFKC of unescaped text."""
-    pieces = [" ", "  ", "\t", "\n", "\x0b", "\x0c", "\r", "\x00", "\x1f", "\x7f", "\x85", "\xa0", "\u1680",
-              "\u2002", "\u200b", "\u2028", "\u2029", "\u202f", "\u3000", "\ufeff", "\xad", "\u180e",
-              "a", "B", "é", "e\u0301", "\ufb01", "&amp;", "&nbsp;", "&#32;", "&", "£", "İ", "\U0001f600",
-              "₹", "™", "…", "\u0301", "\u1100", "\u1161", "\uac00", "\u11a8", "\u0b47", "\u0b3e", "&#", "&x",
-              "&AMP", "&lt", "#", "x", "\U000e0001", "\U00013430", "\u0378", "\uffff"]
-    rng = random.Random(0)
-    values = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 10))) for _ in range(20_000)]
-    values.append(None)
-    unicode_fixed = [None if v is None else unicodedata.normalize("NFKC", html.unescape(v)) for v in values]
-    plain = pc.replace_substring_regex(pa.array(unicode_fixed, pa.string()), r"[\s\p{Z}\p{Cc}\p{Cf}]+", " ")
-    expected = pc.utf8_slice_codeunits(pc.utf8_lower(pc.utf8_trim(plain, " ")), 0, 6)
+    plain definition's."""
+    values = random_values(0)
+    expected = plain_definition(values, 6)
     assert normalise_text_array(pa.array(values, pa.string()), limit=6, lowercase=True).equals(expected)
     # the same from a slice (an array with an offset into its buffers) and as large strings
     sliced = normalise_text_array(pa.array([None, "x", *values], pa.string()).slice(2), limit=6, lowercase=True)
     assert sliced.equals(expected)
     large = normalise_text_array(pa.array(values, pa.large_string()), limit=6, lowercase=True)
     assert large.equals(expected.cast(pa.large_string()))
+
+
+def test_normalising_normalised_text_changes_nothing():
+    """Scorers normalise what prepare normalised already: a second pass must be a no-op, also for
+    double-escaped entities, a full-width '＆' that NFKC turns into an entity, and cuts that end on a
+    space."""
+    assert normalise_text("Rome &amp;amp; Florence") == "Rome & Florence"
+    assert normalise_text("\uff06amp; more") == "& more"
+    assert normalise_text("ab cd", limit=3) == "ab"
+    for limit in (3, 6, 40):
+        once = normalise_text_array(pa.array(random_values(limit), pa.string()), limit=limit, lowercase=True)
+        assert normalise_text_array(once, limit=limit, lowercase=True).equals(once)
+        kept_case = normalise_text_array(pa.array(random_values(limit + 1), pa.string()), limit=limit)
+        assert normalise_text_array(kept_case, limit=limit).equals(kept_case)
 
 
 def test_nfkc_may_change_covers_every_character_that_can_compose():

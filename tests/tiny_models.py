@@ -76,8 +76,11 @@ def tiny_backbone_dir(directory: Path, seed: int = 0) -> str:
     return str(directory)
 
 
-def tiny_artifact(directory: Path, task_names, *, method: str = "mtl_lora", seed: int = 0) -> Path:
-    """A saved (untrained) relevance model artifact on a tiny backbone, with tokenizer and task map."""
+def tiny_artifact(directory: Path, task_names, *, method: str = "mtl_lora", seed: int = 0, noise: float = 0.0,
+                  markets=("*",), unmapped: str = "quarantine") -> Path:
+    """A saved (untrained) relevance model artifact on a tiny backbone, with tokenizer and task map
+    (task ``n`` takes vertical ``n`` in ``markets``). ``noise`` > 0 adds that much Gaussian noise to
+    every trained tensor: the adapters then change the scores (a fresh adapter's B is zero), per task."""
     from models.artifact import save_model
     from models.backbone import load_tokenizer
     from models.config import AdapterConfig
@@ -90,6 +93,10 @@ def tiny_artifact(directory: Path, task_names, *, method: str = "mtl_lora", seed
         backbone=backbone, adapter=AdapterConfig(method=method, num_tasks=len(task_names), rank=4), head="per_task"
     )
     model = RelevanceModel.from_config(config)
-    tasks = [{"name": n, "id": i, "markets": ["*"], "verticals": [n]} for i, n in enumerate(task_names)]
-    return save_model(model, directory, tokenizer=load_tokenizer(backbone), tasks=tasks, unmapped="quarantine",
+    if noise:
+        with torch.no_grad():
+            for parameter in model.trainable_state_dict().values():
+                parameter.add_(noise * torch.randn_like(parameter))
+    tasks = [{"name": n, "id": i, "markets": list(markets), "verticals": [n]} for i, n in enumerate(task_names)]
+    return save_model(model, directory, tokenizer=load_tokenizer(backbone), tasks=tasks, unmapped=unmapped,
                       max_length=64, segment_in_text=False)

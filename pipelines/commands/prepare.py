@@ -49,7 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.task_map import load_task_map
-    from pipelines.prepare import PrepareConfig, detect_format, run_prepare
+    from pipelines.inputs import detect_format
+    from pipelines.prepare import PrepareConfig, run_prepare
 
     config = PrepareConfig(
         label_threshold=args.label_threshold,

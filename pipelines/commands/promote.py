@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,15 +34,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from evaluation.gate import load_policy
     from evaluation.promote import EvaluationFailed, promote
+    from features.progress import log
 
     policy = load_policy(args.policy)
     try:
         result = promote(args.candidate, args.shards, policy=policy, report_path=args.report, split=args.split,
                          bootstrap=args.bootstrap)
     except EvaluationFailed as exc:
-        print(f"adsrel promote: failed: {exc}", file=sys.stderr)
+        log("promote", f"failed: {exc}")
         return exc.exit_code
     print(json.dumps(result.to_dict(), sort_keys=True, default=str))
     summary = "; ".join(result.decision.reasons)
-    print(f"adsrel promote: {result.status} version {result.candidate.version}: {summary}", file=sys.stderr)
+    log("promote", f"{result.status} version {result.candidate.version}: {summary}")
     return result.exit_code

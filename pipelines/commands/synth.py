@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -26,6 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.errors import UserError
+    from features.progress import log
 
     if args.rows < 1:
         raise UserError("--rows must be positive")
@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from pipelines.synth import synth_logs, write_logs
 
     spark = build_session("adsrel-synth", args.master)
-    print(f"adsrel synth: generating {args.rows} rows (seed {args.seed})", file=sys.stderr)
+    log("synth", f"generating {args.rows} rows (seed {args.seed})")
     write_logs(synth_logs(spark, args.rows, args.seed, args.dirt, args.partitions), args.output,
                args.format)
     print(f"{args.rows} rows written to {args.output}")

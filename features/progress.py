@@ -6,11 +6,24 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Mapping
+from typing import TextIO
+
+_stream: TextIO | None = None  # None: sys.stderr as it is at each write
+
+
+def stream() -> TextIO:
+    return _stream or sys.stderr
+
+
+def set_stream(target: TextIO | None) -> None:
+    """Where progress goes from now on (the demo keeps it on the terminal and sends the rest to a log)."""
+    global _stream
+    _stream = target
 
 
 def log(verb: str, message: str) -> None:
     """One progress line of ``adsrel <verb>`` on stderr."""
-    print(f"adsrel {verb}: {message}", file=sys.stderr, flush=True)
+    print(f"adsrel {verb}: {message}", file=stream(), flush=True)
 
 
 def _duration(seconds: float) -> str:
@@ -35,11 +48,11 @@ class Progress:
         self.count = self.started_at = initial
         self.clock = time.perf_counter()
         self.bar = None
-        if enabled and sys.stderr.isatty():
+        if enabled and stream().isatty():
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, file=sys.stderr,
-                            unit_scale=unit != "step")
+            self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, file=stream(),
+                            unit_scale=unit != "step", desc=f"adsrel {verb}")
 
     def update(self, n: int = 1, stats: Mapping[str, float] | None = None) -> None:
         if not self.enabled:

@@ -1,0 +1,201 @@
+"""The Spark engine of `adsrel score` (the default; ``--master`` or spark-submit for a cluster).
+
+Two passes over the candidates, each a ``mapInArrow`` of the same check (features/candidates.py):
+pass 1 writes the rejected rows under ``rejected/reason=*``, pass 2 scores the accepted ones.
+
+The model artifact (and a backbone given as a directory) is shipped to the executors as archives
+(``SparkContext.addArchive``): no shared filesystem is assumed. Each Python worker loads it once, on its
+first batch, and keeps it for every later task (Spark reuses its Python workers); torch in a
+worker uses as many threads as Spark gives the task cores (``spark.task.cpus``), so workers do not
+oversubscribe the machine.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyspark.accumulators import AccumulatorParam
+from pyspark.sql import DataFrame, Observation, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from features.candidates import CANDIDATE_COLUMNS, CORRUPT, REASONS, REQUIRED_COLUMNS, check_candidates, rejected_rows
+from features.errors import UserError
+from features.progress import log
+from features.task_map import TaskMap
+from models.backbone import DEFAULT_BACKBONE, resolve_backbone
+from pipelines.inputs import detect_format
+from pipelines.score import Counts, ResolvedModel, model_columns, peak_rss_mib
+
+STRING_INPUT = T.StructType([T.StructField(c, T.StringType()) for c in (*CANDIDATE_COLUMNS, CORRUPT)])
+REJECTED = T.StructType([*STRING_INPUT.fields, T.StructField("reason", T.StringType())])
+SCORED = T.StructType([T.StructField(c, T.StringType()) for c in ("candidate_id", "query", "ad_id", "market",
+                                                                  "vertical", "task")]
+                      + [T.StructField("score", T.DoubleType())])
+
+
+class MaxParam(AccumulatorParam):
+    """An accumulator that keeps the largest value added (the peak memory of any Python worker)."""
+
+    def zero(self, value: float) -> float:
+        return 0.0
+
+    def addInPlace(self, a: float, b: float) -> float:  # noqa: N802 - Spark's name
+        return max(a, b)
+
+
+def read_candidates(spark: SparkSession, paths: list[str]) -> DataFrame:
+    """Every input as the candidate columns, strings (absent ones null), plus _corrupt_record."""
+    frames = []
+    for path in paths:
+        fmt = detect_format(path)
+        if fmt == "json":
+            df = spark.read.schema(STRING_INPUT).option("mode", "PERMISSIVE").json(path)
+        elif fmt == "csv":
+            df = spark.read.option("header", True).option("inferSchema", False).csv(path)
+        else:
+            df = spark.read.parquet(path)
+        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+        if missing:
+            raise UserError(f"{path} lacks required columns: {', '.join(missing)}")
+        frames.append(df.select(*[F.col(c).cast("string").alias(c) if c in df.columns
+                                  else F.lit(None).cast("string").alias(c) for c in STRING_INPUT.fieldNames()]))
+    df = frames[0]
+    for other in frames[1:]:
+        df = df.unionByName(other)
+    return df
+
+
+@dataclass(frozen=True)
+class ShippedModel:
+    """What a Python worker needs to load the model: the names its files were shipped under."""
+
+    model_file: str
+    backbone_file: str | None
+    digest: str
+
+
+_LOADED: dict[str, Any] = {}  # per Python worker: model digest -> Scorer
+
+
+def worker_scorer(shipped: ShippedModel, loads=None):
+    """The scorer of this Python worker, loaded on its first call (counted in ``loads``); torch gets
+    the task's cores."""
+    scorer = _LOADED.get(shipped.digest)
+    if scorer is None:
+        if loads is not None:
+            loads.add(1)
+        import torch
+        from pyspark import SparkFiles, TaskContext
+
+        from models.scoring import Scorer
+
+        context = TaskContext.get()
+        torch.set_num_threads(max(1, int(context.cpus())) if context is not None else 1)
+        backbone = SparkFiles.get(shipped.backbone_file) if shipped.backbone_file else None
+        scorer = _LOADED[shipped.digest] = Scorer.load(SparkFiles.get(shipped.model_file), backbone=backbone)
+    return scorer
+
+
+def _rejected_batches(task_map: TaskMap, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        rejected = rejected_rows(table, check_candidates(table, task_map))
+        if rejected.num_rows:
+            yield from rejected.to_batches()
+
+
+def _scored_batches(shipped: ShippedModel, memory, loads, batches: Iterator[pa.RecordBatch]
+                    ) -> Iterator[pa.RecordBatch]:
+    scorer = worker_scorer(shipped, loads)
+    for batch in batches:
+        checked = check_candidates(pa.Table.from_batches([batch]), scorer.task_map)
+        accepted = checked.filter(pc.is_null(checked["reason"]))
+        if accepted.num_rows:
+            scores = scorer.predict(accepted.to_pandas())
+            columns = [accepted[c] for c in SCORED.fieldNames()[:-1]] + [pa.array(scores, pa.float64())]
+            yield from pa.Table.from_arrays(columns, names=SCORED.fieldNames()).to_batches()
+    memory.add(peak_rss_mib())
+
+
+def _ship(spark: SparkSession, resolved: ResolvedModel, staging: Path) -> ShippedModel:
+    """Zips the model (and a backbone given as a directory) under unique names and adds them to the
+    job as archives, which every executor unpacks where ``SparkFiles.get(name)`` finds them."""
+    from models.artifact import read_metadata
+
+    tag = f"{resolved.digest.split(':')[-1][:12]}-{uuid.uuid4().hex[:8]}"
+
+    def ship(directory: Path, name: str) -> str:
+        archive = shutil.make_archive(str(staging / name), "zip", root_dir=directory)
+        spark.sparkContext.addArchive(archive)
+        return Path(archive).name
+
+    model_file = ship(resolved.model_dir, f"_model-{tag}")
+    backbone_file = None
+    reference = read_metadata(resolved.model_dir)["base_model"]["reference"]
+    if reference not in (DEFAULT_BACKBONE, f"sentence-transformers/{DEFAULT_BACKBONE}") and Path(reference).is_dir():
+        backbone_file = ship(Path(resolve_backbone(reference)), f"_backbone-{tag}")
+    return ShippedModel(model_file, backbone_file, resolved.digest)
+
+
+def _report_progress(spark: SparkSession, done: threading.Event, every_s: float = 15.0) -> None:
+    """A line every ``every_s`` seconds with the tasks of the running stages (Spark's own bar is off)."""
+    tracker = spark.sparkContext.statusTracker()
+    while not done.wait(every_s):
+        stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
+        text = ", ".join(f"stage {s.stageId}: {s.numCompletedTasks}/{s.numTasks} tasks" for s in stages if s)
+        if text:
+            log("score", text)
+
+
+def score_with_spark(resolved: ResolvedModel, candidates: list[str], out, *, master: str | None,
+                     scored_at: datetime, spark: SparkSession | None = None) -> Counts:
+    from pipelines.spark import build_session
+
+    own = spark is None
+    if own:
+        spark = build_session("adsrel-score", master, {"spark.ui.enabled": "false",
+                                                       "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"})
+    done = threading.Event()
+    threading.Thread(target=_report_progress, args=(spark, done), daemon=True, name="adsrel-score-progress").start()
+    try:
+        task_map = resolved.task_map()
+        df = read_candidates(spark, candidates)
+        cores = spark.sparkContext.defaultParallelism
+        if df.rdd.getNumPartitions() < cores:  # one small file would otherwise score on one core
+            df = df.repartition(cores)
+
+        log("score", "pass 1: checking candidates, writing the rejected ones")
+        reasons = Observation("rejected")
+        rejected = df.mapInArrow(lambda batches: _rejected_batches(task_map, batches), REJECTED)
+        rejected = rejected.observe(reasons, *[F.count(F.when(F.col("reason") == r, 1)).alias(r) for r in REASONS])
+        rejected.write.mode("overwrite").partitionBy("reason").parquet(str(out.path("rejected")))
+
+        log("score", "pass 2: scoring the accepted candidates")
+        shipped = _ship(spark, resolved, out.staging)
+        memory, loads = spark.sparkContext.accumulator(0.0, MaxParam()), spark.sparkContext.accumulator(0)
+        scored_seen = Observation("scored")
+        scored = df.mapInArrow(lambda batches: _scored_batches(shipped, memory, loads, batches), SCORED)
+        constant = model_columns(resolved, scored_at)
+        scored = scored.withColumns({k: F.lit(v).cast("timestamp" if k == "scored_at" else "string")
+                                     for k, v in constant.items()})
+        scored = scored.observe(scored_seen, F.count(F.lit(1)).alias("rows"))
+        scored.write.mode("overwrite").parquet(str(out.path("scores")))
+        input_rows = df.count()
+    finally:
+        done.set()
+        if own:
+            spark.stop()
+    rejected_counts = {r: int(n) for r, n in reasons.get.items() if n}
+    return Counts(input_rows=input_rows, scored=int(scored_seen.get["rows"]), rejected=rejected_counts,
+                  peak_memory_mib={"driver_python": peak_rss_mib(), "python_worker": float(memory.value)},
+                  model_loads=int(loads.value))
