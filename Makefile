@@ -19,14 +19,45 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 install: $(VENV)/.installed
 
-test: install
+test: install airflow
 	$(PY) -m pytest -q tests
+
+# Airflow 3 in its own virtualenv, apart from the ML stack: the DAGs of airflow_dags/ import only
+# Airflow and the standard library and run the adsrel CLI of .venv (ADSREL_BIN).
+AIRFLOW_VENV ?= .venv-airflow
+AIRFLOW_HOME ?= $(CURDIR)/runs/airflow/home
+AIRFLOW_PORT ?= 8080
+.PHONY: airflow airflow-up
+
+$(AIRFLOW_VENV)/.installed: configs/airflow-requirements.txt
+	$(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r configs/airflow-requirements.txt
+	touch $@
+
+airflow: $(AIRFLOW_VENV)/.installed
+
+# Scheduler, DAG processor, triggerer and the UI/API on http://127.0.0.1:$(AIRFLOW_PORT) with this project's
+# DAGs; the admin password is in $(AIRFLOW_HOME)/simple_auth_manager_passwords.json.generated.
+# ADSREL_BIN, MLFLOW_TRACKING_URI and ADSREL_SPARK_MASTER are taken from the environment when set.
+airflow-up: install airflow
+	mkdir -p $(AIRFLOW_HOME)
+	AIRFLOW_HOME=$(AIRFLOW_HOME) \
+	AIRFLOW__CORE__DAGS_FOLDER=$(CURDIR)/airflow_dags \
+	AIRFLOW__CORE__LOAD_EXAMPLES=False \
+	AIRFLOW__API__HOST=127.0.0.1 \
+	AIRFLOW__API__PORT=$(AIRFLOW_PORT) \
+	AIRFLOW__API__BASE_URL=http://127.0.0.1:$(AIRFLOW_PORT) \
+	ADSREL_BIN="$${ADSREL_BIN:-$(CURDIR)/$(VENV)/bin/adsrel}" \
+	MLFLOW_TRACKING_URI="$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}" \
+	PATH="$(abspath $(AIRFLOW_VENV))/bin:$$PATH" \
+	airflow standalone
 
 lint: install
 	$(VENV)/bin/ruff check .
 
 # Each benchmark is a module of benchmarks/ run with `python -m`; add yours to the list.
-BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.train_throughput
+BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.train_throughput benchmarks.score_throughput
 
 bench: install
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m $$b || exit 1; done

@@ -1,0 +1,111 @@
+"""Weekly retraining of the ads relevance model: prepare -> train -> evaluate -> promote.
+
+Every task runs the adsrel CLI of the project's own environment (adsrel_cli.py: ADSREL_BIN, else
+``adsrel`` on PATH; ``--master`` for the Spark stage from ADSREL_SPARK_MASTER). MLflow is reached
+through MLFLOW_TRACKING_URI as the worker's environment sets it.
+
+Outputs are keyed by the run's logical date (its run date when it has none):
+``<output_root>/<YYYY-MM-DD>/shards`` (adsrel prepare), ``.../model`` (adsrel train; its
+checkpoints beside it), ``.../evaluation.json`` and ``.../promotion.json`` (the gate's decision).
+A re-run of a date finds the same data, a finished training run and the same registered version:
+it registers nothing and moves no alias. A gate that keeps the champion (promote's exit 3) is a
+normal outcome: the task succeeds and logs the decision and its reasons. Only when the champion
+moves does the promote task emit the Asset ``ads_relevance_champion``, which triggers the batch
+score DAG.
+
+This file imports only Airflow, the standard library and its sibling adsrel_cli.py.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+from pathlib import Path
+
+from adsrel_cli import adsrel, log, run_dir, spark_master
+from airflow.sdk import DAG, Asset, AssetAlias, Param, chain, task
+
+REPO = Path(__file__).resolve().parent.parent
+# The registry alias champion, as an Asset: ads_relevance_batch_score is scheduled on it.
+PROMOTED_MODEL = Asset(name="ads_relevance_champion", uri="models:/ads-relevance@champion")
+# Emitted through an alias, so that the Asset gets an event only when promote moves the champion.
+PROMOTIONS = AssetAlias("ads_relevance_promotions")
+
+
+with DAG(
+    dag_id="ads_relevance_retrain",
+    description="prepare -> train -> evaluate -> promote the ads relevance model (adsrel CLI)",
+    schedule="@weekly",
+    start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
+    catchup=False,
+    max_active_runs=1,  # two promotions never race
+    default_args={
+        "retries": 2,
+        "retry_delay": datetime.timedelta(minutes=2),
+        "retry_exponential_backoff": 2.0,
+        "max_retry_delay": datetime.timedelta(minutes=30),
+    },
+    params={
+        "logs": Param([str(REPO / "data" / "logs")], type="array", items={"type": "string"}, minItems=1,
+                      description="raw query-ad logs: Parquet, JSON Lines or CSV files or directories"),
+        "task_map": Param(str(REPO / "configs" / "tasks.yaml"), type="string", minLength=1,
+                          description="task map YAML"),
+        "train_config": Param(None, type=["null", "string"],
+                              description="training config YAML (null: the CLI's defaults)"),
+        "train_set": Param([], type="array", items={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*=.*$"},
+                           description='training overrides, "key=value" each (adsrel train --set)'),
+        "output_root": Param(str(REPO / "runs" / "airflow" / "retrain"), type="string", minLength=1,
+                             description="outputs go to <output_root>/<YYYY-MM-DD>/"),
+        "promotion_policy": Param(None, type=["null", "string"],
+                                  description="gate policy YAML (null: configs/promotion.yaml's defaults)"),
+    },
+    tags=["adsrel"],
+    doc_md=__doc__,
+) as dag:
+
+    @task(execution_timeout=datetime.timedelta(hours=3))
+    def prepare(params=None, **context) -> None:
+        """Spark: raw logs -> <date>/shards (task shards, quarantine, manifest.json)."""
+        adsrel("prepare", "--input", *params["logs"], "--task-map", params["task_map"],
+               "--output", str(run_dir(params["output_root"], context) / "shards"), *spark_master())
+
+    @task(execution_timeout=datetime.timedelta(hours=12))
+    def train(params=None, **context) -> None:
+        """<date>/shards -> <date>/model, logged and registered in MLflow (a finished run: nothing more)."""
+        out = run_dir(params["output_root"], context)
+        config = ["--config", params["train_config"]] if params["train_config"] else []
+        overrides = [arg for kv in params["train_set"] for arg in ("--set", kv)]
+        # exit 3: the loss diverged; a retry would resume into the same divergence
+        adsrel("train", "--shards", str(out / "shards"), *config, *overrides, "--output", str(out / "model"),
+               final=(2, 3))
+
+    @task(execution_timeout=datetime.timedelta(hours=3))
+    def evaluate(params=None, **context) -> None:
+        """Per-task metrics of <date>/model on the test split, logged to MLflow (promote reuses them)."""
+        out = run_dir(params["output_root"], context)
+        adsrel("evaluate", "--model", str(out / "model"), "--shards", str(out / "shards"),
+               "--report", str(out / "evaluation.json"))
+
+    @task(execution_timeout=datetime.timedelta(hours=3), outlets=[PROMOTIONS])
+    def promote(params=None, outlet_events=None, **context) -> dict:
+        """The gate: champion moves (Asset event), stays (exit 3, a normal outcome) or already is it."""
+        out = run_dir(params["output_root"], context)
+        policy = ["--policy", params["promotion_policy"]] if params["promotion_policy"] else []
+        _, stdout = adsrel("promote", "--candidate", str(out / "model"), "--shards", str(out / "shards"),
+                           "--report", str(out / "promotion.json"), *policy, ok=(0, 3))
+        decision = next(json.loads(line) for line in reversed(stdout.splitlines()) if line.startswith("{"))
+        version = (decision.get("candidate") or {}).get("version")
+        log.info("gate decision: %s (candidate version %s, champion before %s, after %s)", decision["status"],
+                 version, decision.get("champion_before"), decision.get("champion_after"))
+        for reason in decision.get("reasons") or []:
+            log.info("gate reason: %s", reason)
+        for name, row in sorted((decision.get("per_task") or {}).items()):
+            auc = [f"{row[k]:.4f}" if isinstance(row.get(k), float) else "-" for k in ("candidate", "champion")]
+            log.info("gate task %s: ROC AUC candidate %s, champion %s, n %s: %s", name, *auc, row.get("n"),
+                     row.get("note") or row.get("status"))
+        if decision["status"] == "promoted":
+            outlet_events[PROMOTIONS].add(PROMOTED_MODEL, extra={"version": str(version), "run_dir": str(out)})
+            log.info("emitted %s: version %s is the champion", PROMOTED_MODEL.name, version)
+        return {"status": decision["status"], "reasons": decision.get("reasons"), "candidate_version": version}
+
+    chain(prepare(), train(), evaluate(), promote())

@@ -1,0 +1,73 @@
+"""Running the adsrel CLI from an Airflow task (shared by the DAG files; the standard library only).
+
+The executable is the one named by ADSREL_BIN, else ``adsrel`` on PATH; the Spark stages get
+``--master`` from ADSREL_SPARK_MASTER when it is set, so the same DAG drives a cluster unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import threading
+from pathlib import Path
+
+from airflow.sdk.exceptions import AirflowFailException
+
+log = logging.getLogger("adsrel")
+
+
+def spark_master() -> list[str]:
+    """``--master URL`` from ADSREL_SPARK_MASTER, or nothing (the CLI's default, local[*])."""
+    master = os.environ.get("ADSREL_SPARK_MASTER")
+    return ["--master", master] if master else []
+
+
+def run_dir(output_root: str, context: dict) -> Path:
+    """``<output_root>/<YYYY-MM-DD>`` of the run's logical date (a run without one: its run date)."""
+    when = context.get("logical_date") or context["dag_run"].run_after
+    return Path(output_root) / when.strftime("%Y-%m-%d")
+
+
+def adsrel(*args: str, ok: tuple[int, ...] = (0,), final: tuple[int, ...] = (2,)) -> tuple[int, str]:
+    """Run ``adsrel ARGS``: its stderr (progress) and stdout (results) go to the task log line by line.
+
+    Returns (exit code, stdout) for an exit code in ``ok``. An exit code in ``final`` (a user error:
+    bad path, config or data) fails the task without retries; any other one fails it for a retry.
+    """
+    cmd = [os.environ.get("ADSREL_BIN") or "adsrel", *args]
+    log.info("$ %s", shlex.join(cmd))
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+    except OSError as exc:
+        raise AirflowFailException(f"cannot run {cmd[0]} (set ADSREL_BIN to the project's adsrel): {exc}") from exc
+    last_error = ["no message"]  # the last line on stderr: the one-line reason of a failure
+
+    def pump_stderr() -> None:
+        for line in proc.stderr:
+            log.info("%s", line.rstrip("\n"))
+            if line.strip():
+                last_error[0] = line.strip()
+
+    pump = threading.Thread(target=pump_stderr, daemon=True)
+    pump.start()
+    out: list[str] = []
+    try:
+        for line in proc.stdout:
+            out.append(line)
+            log.info("%s", line.rstrip("\n"))
+        code = proc.wait()
+    finally:  # a timeout or a kill of the task ends the command too
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        pump.join(timeout=10)
+    if code in final:
+        raise AirflowFailException(f"adsrel {args[0]} exited {code} (not retried): {last_error[0]}")
+    if code not in ok:
+        raise RuntimeError(f"adsrel {args[0]} exited {code}: {last_error[0]}")
+    return code, "".join(out)
