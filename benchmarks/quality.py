@@ -90,27 +90,17 @@ def strip_market_cues(shards: Path, out: Path) -> Path:
     return out
 
 
-def trainable_count(method: str, rank: int, num_tasks: int, num_up: int = 3) -> int:
-    from models.backbone import DEFAULT_BACKBONE
-    from models.config import AdapterConfig
-    from models.relevance import RelevanceModel, RelevanceModelConfig
-
-    config = RelevanceModelConfig(backbone=DEFAULT_BACKBONE, head="per_task",
-                                  adapter=AdapterConfig(method=method, num_tasks=num_tasks, rank=rank, num_up=num_up))
-    return RelevanceModel.from_config(config).trainable_parameter_count()
-
-
 def matched_ranks(num_tasks: int) -> tuple[dict[str, int], dict[str, int], int]:
     """The rank of each adapter method whose trainable count is closest to mtl_lora's reference."""
-    target = trainable_count(REFERENCE["method"], REFERENCE["rank"], num_tasks, REFERENCE["num_up"])
+    from models.backbone import DEFAULT_BACKBONE, load_backbone
+    from models.budget import matched_rank, trainable_parameters
+    from models.config import AdapterConfig
+
+    backbone = load_backbone(DEFAULT_BACKBONE)
+    target = trainable_parameters(backbone, AdapterConfig(num_tasks=num_tasks, **REFERENCE))
     ranks, counts = {"mtl_lora": REFERENCE["rank"]}, {"mtl_lora": target}
     for method in ("lora", "task_lora", "multi_lora", "moe_lora"):
-        # adapter parameters grow linearly with the rank: two points give the slope
-        one, two = trainable_count(method, 1, num_tasks), trainable_count(method, 2, num_tasks)
-        best = max(1, round(1 + (target - one) / (two - one)))
-        candidates = {r: trainable_count(method, r, num_tasks) for r in {max(1, best - 1), best, best + 1}}
-        ranks[method] = min(candidates, key=lambda r: abs(candidates[r] - target))
-        counts[method] = candidates[ranks[method]]
+        ranks[method], counts[method] = matched_rank(backbone, method, target, num_tasks=num_tasks)
     return ranks, counts, target
 
 
