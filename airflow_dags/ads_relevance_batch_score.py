@@ -17,7 +17,7 @@ import datetime
 import json
 from pathlib import Path
 
-from adsrel_cli import adsrel, log, run_dir, spark_master
+from adsrel_cli import RETRIES, adsrel, log, run_dir, spark_master
 from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,12 +32,7 @@ with DAG(
     start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
     catchup=False,
     max_active_runs=1,  # runs of one day write one directory
-    default_args={
-        "retries": 2,
-        "retry_delay": datetime.timedelta(minutes=2),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": datetime.timedelta(minutes=30),
-    },
+    default_args=RETRIES,
     params={
         "candidates": Param(str(REPO / "data" / "candidates"), type="string", minLength=1,
                             description="candidate pairs: Parquet, JSON Lines or CSV file or directory"),

@@ -22,7 +22,7 @@ import datetime
 import json
 from pathlib import Path
 
-from adsrel_cli import adsrel, log, run_dir, spark_master
+from adsrel_cli import RETRIES, adsrel, log, run_dir, spark_master
 from airflow.sdk import DAG, Asset, AssetAlias, Param, chain, task
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,12 +39,7 @@ with DAG(
     start_date=datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc),
     catchup=False,
     max_active_runs=1,  # two promotions never race
-    default_args={
-        "retries": 2,
-        "retry_delay": datetime.timedelta(minutes=2),
-        "retry_exponential_backoff": 2.0,
-        "max_retry_delay": datetime.timedelta(minutes=30),
-    },
+    default_args=RETRIES,
     params={
         "logs": Param([str(REPO / "data" / "logs")], type="array", items={"type": "string"}, minItems=1,
                       description="raw query-ad logs: Parquet, JSON Lines or CSV files or directories"),

@@ -6,6 +6,7 @@ The executable is the one named by ADSREL_BIN, else ``adsrel`` on PATH; the Spar
 
 from __future__ import annotations
 
+import datetime
 import logging
 import os
 import shlex
@@ -16,6 +17,13 @@ from pathlib import Path
 from airflow.sdk.exceptions import AirflowFailException
 
 log = logging.getLogger("adsrel")
+# Every task: two retries, 2 minutes apart and then exponentially longer (at most 30 minutes).
+RETRIES = {
+    "retries": 2,
+    "retry_delay": datetime.timedelta(minutes=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": datetime.timedelta(minutes=30),
+}
 
 
 def spark_master() -> list[str]:

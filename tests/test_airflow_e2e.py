@@ -18,16 +18,15 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import sqlite3
 import subprocess
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port, stop, wait_until_answers
 
 ROOT = Path(__file__).resolve().parent.parent
 AIRFLOW = ROOT / ".venv-airflow" / "bin" / "airflow"
@@ -54,12 +53,6 @@ class World:
         return self.root / "out"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(cmd: list, *, env=None, cwd=None, timeout: int) -> subprocess.CompletedProcess:
     done = subprocess.run([str(c) for c in cmd], env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{cmd[:3]} exited {done.returncode}:\n{(done.stdout + done.stderr)[-4000:]}"
@@ -71,7 +64,7 @@ def world(tmp_path_factory):
     if not AIRFLOW.exists():
         pytest.fail(f"{AIRFLOW} is missing: run `make airflow` (make test builds it)")
     root = tmp_path_factory.mktemp("airflow-e2e")
-    port = _free_port()
+    port = free_port()
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "ADSREL_", "MLFLOW_"))}
     server_log = open(root / "mlflow-server.log", "w")  # closed below
     server = subprocess.Popen(
@@ -98,27 +91,10 @@ def world(tmp_path_factory):
         pq.write_table(logs.slice(WEEK_ROWS, CANDIDATES).select(CANDIDATE_COLUMNS), root / "candidates.parquet")
         (root / "policy.yaml").write_text(PERMISSIVE_POLICY)
         _run([AIRFLOW, "db", "migrate"], env=env, cwd=root, timeout=300)
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=5) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (root / "mlflow-server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not answer in 180 s"
-            time.sleep(1)
+        wait_until_answers(f"{uri}/health", server, 180, lambda: (root / "mlflow-server.log").read_text()[-3000:])
         yield World(root, uri, env)
     finally:
-        try:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        except ProcessLookupError:
-            pass
+        stop(server)
         server_log.close()
 
 

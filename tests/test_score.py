@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from features.candidates import SCORE_COLUMNS
 from models.scoring import Scorer
 from pipelines.cli import main
 from pipelines.score import resolve_model, run_score
+from tests.servers import free_port, stop, wait_until_answers
 from tests.tiny_models import tiny_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,9 +208,7 @@ def test_the_champion_scores_alike_through_score_pyfunc_spark_udf_and_the_served
 
 def serve_and_predict(uri: str, tracking_uri: str, frame: pd.DataFrame, timeout_s: float = 180.0) -> np.ndarray:
     """`mlflow models serve` on 127.0.0.1, its /invocations answer for ``frame``; the server is stopped after."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     server = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", uri, "--env-manager", "local", "-h",
                                "127.0.0.1", "-p", str(port), "-w", "1"],
@@ -221,17 +217,7 @@ def serve_and_predict(uri: str, tracking_uri: str, frame: pd.DataFrame, timeout_
                               stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            assert server.poll() is None, server.stderr.read()[-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, "the model server did not answer in time"
-            time.sleep(1)
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", server, timeout_s, lambda: server.stderr.read()[-3000:])
         body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
@@ -239,11 +225,7 @@ def serve_and_predict(uri: str, tracking_uri: str, frame: pd.DataFrame, timeout_
             predictions = json.loads(response.read())["predictions"]
         return np.asarray([p["score"] if isinstance(p, dict) else p for p in predictions], dtype=np.float64)
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop(server)
 
 
 def test_an_alias_is_pinned_to_its_version_when_the_run_starts(champion, artifact, tmp_path):
