@@ -9,6 +9,9 @@ from typing import Any
 
 METHODS = ("mtl_lora", "lora", "task_lora", "multi_lora", "moe_lora", "full")
 LAMBDA_FORMS = ("full", "diagonal")
+# w_t at the start: kaiming-uniform as in the paper's reference code, or zeros so that every task
+# starts mixing its up-projections equally (as AdapterHub does).
+MIXING_INITS = ("kaiming", "uniform")
 
 # Linear layers adapted when target_modules is not given, by Hugging Face model_type. BERT's
 # "dense" is spelled out so that the (unused) pooler is not adapted.
@@ -30,7 +33,8 @@ class AdapterConfig:
     or ends with ``"." + name`` (as in PEFT), or one string treated as a regular expression that must
     match the whole dotted name. ``None`` takes :data:`DEFAULT_TARGETS` for the model's type.
     ``rank``/``alpha``/``dropout`` apply to every method; ``num_up`` is the number of shared
-    up-projections (mtl_lora) or of parallel LoRAs / experts (multi_lora, moe_lora).
+    up-projections (mtl_lora) or of parallel LoRAs / experts (multi_lora, moe_lora);
+    ``mixing_init`` starts mtl_lora's w_t random (kaiming) or equal for every up-projection (uniform).
     """
 
     method: str = "mtl_lora"
@@ -41,6 +45,7 @@ class AdapterConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     lambda_form: str = "full"
+    mixing_init: str = "kaiming"
     target_modules: list[str] | str | None = None
 
     def __post_init__(self) -> None:
@@ -48,6 +53,8 @@ class AdapterConfig:
             raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
         if self.lambda_form not in LAMBDA_FORMS:
             raise ValueError(f"lambda_form must be one of {', '.join(LAMBDA_FORMS)}, got {self.lambda_form!r}")
+        if self.mixing_init not in MIXING_INITS:
+            raise ValueError(f"mixing_init must be one of {', '.join(MIXING_INITS)}, got {self.mixing_init!r}")
         for name in ("num_tasks", "rank", "num_up"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

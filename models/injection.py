@@ -28,7 +28,8 @@ def make_layer(base: nn.Linear, config: AdapterConfig) -> AdapterLayer:
     common = {"num_tasks": config.num_tasks, "rank": config.rank, "alpha": config.alpha, "dropout": config.dropout}
     if config.method == "mtl_lora":
         return MTLLoRALinear(
-            base, num_up=config.num_up, temperature=config.temperature, lambda_form=config.lambda_form, **common
+            base, num_up=config.num_up, temperature=config.temperature, lambda_form=config.lambda_form,
+            mixing_init=config.mixing_init, **common
         )
     if config.method == "lora":
         return LoRALinear(base, **common)

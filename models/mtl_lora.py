@@ -24,8 +24,12 @@ class MTLLoRALinear(AdapterLayer):
 
     Trainable: ``lora_A`` [rank, in], ``lora_lambda`` [num_tasks, rank, rank] ("full") or
     [num_tasks, rank] ("diagonal"), ``lora_B`` [num_up, out, rank], ``lora_w`` [num_tasks, num_up].
-    A fresh layer computes exactly ``base(x)`` (B starts at zero).
+    A fresh layer computes exactly ``base(x)`` (B starts at zero). ``mixing_init="uniform"`` starts
+    every w_t at zero, so softmax(w_t/τ) = 1/n whatever τ; "kaiming" draws it at random.
     """
+
+    #: The task-specific parameters (Λ_t and w_t), which training may give their own learning rate.
+    task_parameters = ("lora_lambda", "lora_w")
 
     def __init__(
         self,
@@ -38,12 +42,15 @@ class MTLLoRALinear(AdapterLayer):
         alpha: float = 16.0,
         dropout: float = 0.0,
         lambda_form: str = "full",
+        mixing_init: str = "kaiming",
     ) -> None:
         super().__init__(base, num_tasks=num_tasks, rank=rank, alpha=alpha, dropout=dropout)
         if lambda_form not in ("full", "diagonal"):
             raise ValueError(f"lambda_form must be 'full' or 'diagonal', got {lambda_form!r}")
         if temperature <= 0 or num_up < 1:
             raise ValueError(f"need temperature > 0 and num_up >= 1, got {temperature} and {num_up}")
+        if mixing_init not in ("kaiming", "uniform"):
+            raise ValueError(f"mixing_init must be 'kaiming' or 'uniform', got {mixing_init!r}")
         self.num_up = num_up
         self.temperature = temperature
         self.lambda_form = lambda_form
@@ -55,7 +62,8 @@ class MTLLoRALinear(AdapterLayer):
         else:
             self.lora_lambda = nn.Parameter(torch.ones(num_tasks, rank, **factory))
         self.lora_B = nn.Parameter(torch.zeros(num_up, self.out_features, rank, **factory))
-        self.lora_w = nn.Parameter(kaiming_uniform_(torch.empty(num_tasks, num_up, **factory)))
+        w = torch.zeros(num_tasks, num_up, **factory)
+        self.lora_w = nn.Parameter(kaiming_uniform_(w) if mixing_init == "kaiming" else w)
 
     def mixing_weights(self) -> torch.Tensor:
         """softmax(w_t/τ) per task, [num_tasks, num_up], computed in float32.

@@ -30,6 +30,7 @@ from features.shards import MODEL_COLUMNS, manifest_digest, read_manifest, split
 from features.tokenize import PairEncoder
 from models.backbone import load_backbone, load_tokenizer
 from models.config import AdapterConfig
+from models.mtl_lora import MTLLoRALinear
 from models.relevance import RelevanceModel, RelevanceModelConfig
 from pipelines.checkpoints import Checkpoints, TrainState, default_checkpoint_dir, keep_trained_weights
 from pipelines.model_output import calibrate_artifact, clear_model_dir, save_artifact
@@ -59,7 +60,7 @@ def build_model(config: TrainConfig, num_tasks: int) -> RelevanceModel:
     adapter = AdapterConfig(
         method=config.method, num_tasks=num_tasks, rank=config.rank, num_up=config.num_up,
         temperature=config.temperature, alpha=config.alpha, dropout=config.dropout,
-        lambda_form=config.lambda_form, target_modules=config.target_modules,
+        lambda_form=config.lambda_form, mixing_init=config.mixing_init, target_modules=config.target_modules,
     )
     model_config = RelevanceModelConfig(backbone=config.backbone, adapter=adapter, head=config.head,
                                         pooling=config.pooling, head_dropout=config.head_dropout)
@@ -68,6 +69,17 @@ def build_model(config: TrainConfig, num_tasks: int) -> RelevanceModel:
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise UserError(f"backbone: {exc}") from None
     return RelevanceModel(backbone, model_config)
+
+
+def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
+    """The trainable parameters as optimizer groups: MTL-LoRA's task-specific Λ_t and w_t at
+    ``lr x task_lr_scale`` (the schedule scales both groups alike), everything else at ``lr``."""
+    task_specific = {f"{name}.{p}" for name, m in model.named_modules() if isinstance(m, MTLLoRALinear)
+                     for p in m.task_parameters}
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for n, p in named if n not in task_specific], "lr": config.lr},
+              {"params": [p for n, p in named if n in task_specific], "lr": config.lr * config.task_lr_scale}]
+    return [g for g in groups if g["params"]]
 
 
 def tokenizer_of(config: TrainConfig):
@@ -182,8 +194,9 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig, *, checkp
     )
     plan = Schedule.of(config, batches.total_rows, world)
     total_steps = plan.total_steps
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    groups = parameter_groups(model, config)
+    trainable = [p for group in groups for p in group["params"]]
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = get_scheduler(config.lr_schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     state = TrainState(identity={**config.training_identity(), "manifest_digest": digest,

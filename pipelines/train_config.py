@@ -12,7 +12,7 @@ import yaml
 
 from features.errors import UserError
 from models.backbone import DEFAULT_BACKBONE
-from models.config import LAMBDA_FORMS, METHODS
+from models.config import LAMBDA_FORMS, METHODS, MIXING_INITS
 from models.heads import HEADS
 
 PRECISIONS = ("auto", "no", "bf16", "fp16")
@@ -31,6 +31,7 @@ class TrainConfig:
     alpha: float = 16.0
     dropout: float = 0.0
     lambda_form: str = "full"
+    mixing_init: str = "kaiming"  # w_t at the start (mtl_lora): kaiming (random) or uniform (equal mixing)
     target_modules: list[str] | str | None = None
     head: str = "per_task"
     head_dropout: float = 0.1
@@ -49,6 +50,7 @@ class TrainConfig:
     grad_accum: int = 1
     lr: float = 5e-4
     weight_decay: float = 0.0
+    task_lr_scale: float = 1.0  # lr of Λ_t and w_t (mtl_lora) = lr x this
     lr_schedule: str = "linear"
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
@@ -75,7 +77,9 @@ class TrainConfig:
             (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}"),
             (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
             (self.max_length >= 8, "max_length must be >= 8"),
+            (self.mixing_init in MIXING_INITS, f"mixing_init must be one of {', '.join(MIXING_INITS)}"),
             (self.lr > 0, "lr must be > 0"),
+            (self.task_lr_scale > 0, "task_lr_scale must be > 0"),
             (self.epochs > 0 or self.max_steps > 0, "give epochs > 0 or max_steps > 0"),
             (self.task_sampling_temperature > 0, "task_sampling_temperature must be > 0"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),

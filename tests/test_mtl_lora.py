@@ -66,6 +66,43 @@ def test_fresh_layer_changes_nothing_and_initialises_as_specified() -> None:
     assert layer.lora_A.abs().max() <= bound
     diagonal = MTLLoRALinear(nn.Linear(IN, OUT), num_tasks=TASKS, rank=RANK, lambda_form="diagonal")
     assert torch.equal(diagonal.lora_lambda, torch.ones(TASKS, RANK))
+    assert torch.count_nonzero(layer.lora_w) == layer.lora_w.numel()  # kaiming: a random start
+
+
+@pytest.mark.parametrize("temperature", [0.1, 1.0])
+def test_uniform_mixing_init_mixes_every_up_projection_equally(temperature: float) -> None:
+    layer = MTLLoRALinear(nn.Linear(IN, OUT), num_tasks=TASKS, rank=RANK, num_up=NUM_UP,
+                          temperature=temperature, mixing_init="uniform")
+    torch.testing.assert_close(layer.mixing_weights(), torch.full((TASKS, NUM_UP), 1 / NUM_UP))
+    x = torch.randn(4, IN)
+    torch.testing.assert_close(layer(x, task_ids=torch.tensor([0, 1, 2, 0])), layer.base(x), rtol=0, atol=0)
+
+
+def fit(layer: MTLLoRALinear, steps: int = 30) -> MTLLoRALinear:
+    """A few Adam steps on a task-dependent regression target."""
+    torch.manual_seed(1)
+    x, task_ids = torch.randn(64, IN), torch.randint(0, TASKS, (64,))
+    target = torch.randn(TASKS, OUT)[task_ids]
+    optimizer = torch.optim.Adam([p for p in layer.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.mse_loss(layer(x, task_ids=task_ids), target).backward()
+        optimizer.step()
+    return layer
+
+
+def test_uniform_mixing_with_zero_up_projections_never_tells_them_apart() -> None:
+    # Equal mixing and B^i = 0 give every B^i the same gradient, so they stay equal and w_t learns
+    # nothing: MTL-LoRA degenerates to one up-projection. A random w_t breaks the symmetry.
+    torch.manual_seed(0)
+    uniform = fit(MTLLoRALinear(nn.Linear(IN, OUT), num_tasks=TASKS, rank=RANK, num_up=NUM_UP, mixing_init="uniform"))
+    assert torch.count_nonzero(uniform.lora_B) > 0
+    for i in range(1, NUM_UP):
+        torch.testing.assert_close(uniform.lora_B[i], uniform.lora_B[0])
+    torch.testing.assert_close(uniform.mixing_weights(), torch.full((TASKS, NUM_UP), 1 / NUM_UP))
+    torch.manual_seed(0)
+    kaiming = fit(MTLLoRALinear(nn.Linear(IN, OUT), num_tasks=TASKS, rank=RANK, num_up=NUM_UP))
+    assert (kaiming.lora_B[1] - kaiming.lora_B[0]).abs().max() > 1e-3
 
 
 def test_mixed_batch_equals_each_task_alone() -> None:
@@ -150,6 +187,8 @@ def test_bad_task_ids_are_rejected(task_ids, message: str) -> None:
 def test_bad_construction_is_rejected() -> None:
     with pytest.raises(ValueError, match="lambda_form"):
         MTLLoRALinear(nn.Linear(IN, OUT), num_tasks=2, rank=2, lambda_form="block")
+    with pytest.raises(ValueError, match="mixing_init"):
+        MTLLoRALinear(nn.Linear(IN, OUT), num_tasks=2, rank=2, mixing_init="normal")
     with pytest.raises(TypeError, match="nn.Linear"):
         MTLLoRALinear(nn.Conv1d(2, 2, 1), num_tasks=2, rank=2)
     with pytest.raises(ValueError, match="task must be in"):

@@ -20,7 +20,7 @@ from models.config import METHODS
 from models.relevance import trained_names
 from models.scoring import Scorer
 from pipelines.cli import main
-from pipelines.train import TrainingDiverged, build_model, train
+from pipelines.train import TrainingDiverged, build_model, parameter_groups, train
 from pipelines.train_config import load_train_config
 from tests.shard_data import write_shards
 
@@ -88,6 +88,20 @@ def test_task_aware_adapters_learn_opposite_rules_with_a_shared_head(backbone, s
     lora = train(shards, tmp_path / "lora", config(backbone, method="lora", head="shared"))
     assert mtl.valid["b"] > 0.9 and mtl.valid["a"] > 0.9, mtl.valid
     assert min(lora.valid["a"], lora.valid["b"]) < 0.7, lora.valid  # one shared rule cannot fit both
+
+
+@pytest.mark.parametrize("method", ["mtl_lora", "lora"])
+def test_task_lr_scale_sets_the_learning_rate_of_lambda_and_w_only(method, backbone):
+    cfg = config(backbone, method=method, task_lr_scale=10)
+    model = build_model(cfg, 3)
+    groups = parameter_groups(model, cfg)
+    by_id = {id(p): g["lr"] for g in groups for p in g["params"]}
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    assert set(by_id) == {id(p) for p in trainable.values()}
+    for name, p in trainable.items():
+        task_specific = name.endswith((".lora_lambda", ".lora_w"))
+        assert by_id[id(p)] == pytest.approx(0.1 if task_specific else 0.01), name
+    assert len(groups) == (2 if method == "mtl_lora" else 1)
 
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(backbone, shards, tmp_path):
