@@ -168,10 +168,11 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
             "method": str(info.get("method"))}
     if info.get("training_run_id"):
         tags[EVALUATED_RUN_TAG] = info["training_run_id"]
-    model_tasks = None
+    model_tasks = segments = None
     if model is None and info.get("method") == "mtl_lora" and Path(info["dir"]).is_dir():
         model = Scorer.load(info["dir"])
     if isinstance(model, Scorer):
+        segments = {t.name: (t.markets, t.verticals) for t in model.task_map.tasks}
         model, model_tasks = model.model, model.task_names
     if run_id is None:
         set_experiment()
@@ -195,7 +196,7 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
             if scored is not None:
                 kwargs = {"labels": scored["label"].to_numpy(), "scores": scored["score"].to_numpy(),
                           "tasks": scored["task"].to_numpy(dtype=object)}
-            write_plots(tmp, report, model=model, model_tasks=model_tasks, champion_report=champion_report,
-                        **kwargs)
+            write_plots(tmp, report, model=model, model_tasks=model_tasks, segments=segments,
+                        champion_report=champion_report, **kwargs)
             mlflow.log_artifacts(tmp, PLOTS_DIR)
         return run.info.run_id

@@ -1,9 +1,10 @@
 """Evaluation plots (matplotlib, Agg backend: no display needed on workers).
 
 Each ``*_figure`` function returns a Figure; :func:`write_plots` saves the ones that apply as PNG.
-The MTL-LoRA plots show what the model learned to share: the per-task mixing weights
-softmax(w_t/τ) over the shared up-projections of every adapted layer, and how alike the tasks'
-Λ_t transforms are (cosine similarity of the flattened Λ_t, concatenated over layers).
+The MTL-LoRA plots show what the model learned per task, one row per task and one column per
+transformer block: how concentrated its mixing softmax(w_t/τ) of the shared up-projections is, how
+far its Λ_t moved from the identity; and how alike the tasks' learned Λ_t - I are (cosine
+similarity, flattened and concatenated over layers), with tasks of a shared market or vertical marked.
 """
 
 from __future__ import annotations
@@ -126,61 +127,128 @@ def mtl_layers(model: Any) -> dict[str, Any]:
     return {name: m for name, m in model.named_modules() if isinstance(m, MTLLoRALinear)}
 
 
-def _short(name: str) -> str:
-    parts = name.split(".")
-    digits = [p for p in parts if p.isdigit()]
-    tail = ".".join(p for p in parts[-3:] if not p.isdigit() and p not in ("model", "encoder", "layer"))
-    return f"L{digits[-1]}.{tail}" if digits else tail
+def _block(name: str) -> str:
+    """The transformer block of an adapted module: "L3" for "...layer.3.attention.self.query"."""
+    digits = [p for p in name.split(".") if p.isdigit()]
+    return f"L{digits[-1]}" if digits else "other"
 
 
-def mixing_weights_figure(model: Any, task_names: Sequence[str]) -> Figure | None:
-    """Heatmap of softmax(w_t/τ): tasks x (layer, up-projection); None without MTL-LoRA layers."""
+def per_block(model: Any, value: Any) -> tuple[list[str], np.ndarray] | None:
+    """``value(layer)`` ([num_tasks] per MTL-LoRA layer) averaged over the adapted modules of each
+    transformer block: the block labels and a [num_tasks, blocks] array; None without MTL-LoRA."""
     import torch
 
     layers = mtl_layers(model)
     if not layers:
         return None
+    groups: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
-        blocks = [layer.mixing_weights().cpu().numpy() for layer in layers.values()]
-    weights = np.concatenate(blocks, axis=1)
-    labels = [f"{_short(name)}/B{i}" for name, layer in layers.items() for i in range(layer.num_up)]
-    fig, ax = plt.subplots(figsize=(min(40, 2 + 0.18 * weights.shape[1]), 1.5 + 0.45 * len(task_names)))
-    image = ax.imshow(weights, aspect="auto", cmap="viridis", vmin=0, vmax=1)
-    ax.set_yticks(range(len(task_names)), task_names)
-    ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=5)
-    ax.set_title("MTL-LoRA mixing weights softmax(w_t/τ) per task over (layer, up-projection)")
-    fig.colorbar(image, ax=ax, fraction=0.02)
+        for name, layer in layers.items():
+            groups.setdefault(_block(name), []).append(np.asarray(value(layer), dtype=np.float64))
+    return list(groups), np.stack([np.mean(v, axis=0) for v in groups.values()], axis=1)
+
+
+def mixing_concentration(layer: Any) -> np.ndarray:
+    """Per task, 1 - H(p)/log n of p = softmax(w_t/τ): 0 mixes the n up-projections equally, 1 takes one."""
+    p = layer.mixing_weights().detach().double().clamp_min(1e-12)
+    if layer.num_up == 1:
+        return np.ones(layer.num_tasks)
+    return (1 + (p * p.log()).sum(-1) / np.log(layer.num_up)).clamp(0, 1).cpu().numpy()
+
+
+def lambda_shift(layer: Any) -> np.ndarray:
+    """Per task, ||Λ_t - I||_F / ||I||_F: how far Λ_t moved from its identity initialisation."""
+    lam = layer.task_lambda().detach().double().cpu().numpy()
+    eye = np.eye(layer.rank)
+    return np.linalg.norm(lam - eye, axis=(1, 2)) / np.linalg.norm(eye)
+
+
+def _task_heatmap(values: np.ndarray, rows: Sequence[str], columns: Sequence[str], title: str,
+                  vmax: float | None = None) -> Figure:
+    fig, ax = plt.subplots(figsize=(2.5 + 0.7 * len(columns), 1.2 + 0.4 * len(rows)))
+    image = ax.imshow(values, aspect="auto", cmap="viridis", vmin=0, vmax=vmax)
+    ax.set_xticks(range(len(columns)), columns)
+    ax.set_yticks(range(len(rows)), rows)
+    ax.set_xlabel("transformer block (averaged over its adapted linear layers)")
+    middle = (vmax if vmax is not None else values.max()) / 2
+    digits = 2 if values.max() >= 0.1 else 3
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, f"{values[i, j]:.{digits}f}", ha="center", va="center", fontsize=7,
+                    color="black" if values[i, j] > middle else "white")
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, fraction=0.03)
     fig.tight_layout()
     return fig
 
 
+def mixing_concentration_figure(model: Any, task_names: Sequence[str]) -> Figure | None:
+    """Tasks x blocks: how concentrated each task's mixing softmax(w_t/τ) is; None without MTL-LoRA."""
+    blocks = per_block(model, mixing_concentration)
+    if blocks is None:
+        return None
+    columns, values = blocks
+    return _task_heatmap(values, task_names, columns, "MTL-LoRA mixing concentration per task: 1 - H(p)/log n of "
+                         "p = softmax(w_t/τ)\n(0 = the shared up-projections mixed equally, 1 = one of them)", vmax=1)
+
+
+def lambda_shift_figure(model: Any, task_names: Sequence[str]) -> Figure | None:
+    """Tasks x blocks: how far Λ_t moved from the identity; None without MTL-LoRA."""
+    blocks = per_block(model, lambda_shift)
+    if blocks is None:
+        return None
+    columns, values = blocks
+    return _task_heatmap(values, task_names, columns,
+                         "How far each task's Λ_t moved from its start: ||Λ_t - I|| / ||I||")
+
+
 def lambda_similarity(model: Any) -> np.ndarray | None:
-    """Task x task cosine similarity of the Λ_t (flattened, concatenated over layers)."""
+    """Task x task cosine similarity of what the tasks learned in Λ_t: Λ_t - I (every Λ_t starts at
+    the identity, which would make all tasks look alike), flattened and concatenated over layers."""
     import torch
 
     layers = mtl_layers(model)
     if not layers:
         return None
     with torch.no_grad():
-        flat = torch.cat([layer.task_lambda().float().flatten(1) for layer in layers.values()], dim=1)
+        learned = [layer.task_lambda().float() - torch.eye(layer.rank, device=layer.lora_A.device)
+                   for layer in layers.values()]
+        flat = torch.cat([update.flatten(1) for update in learned], dim=1)
         flat = torch.nn.functional.normalize(flat, dim=1)
         return (flat @ flat.T).cpu().numpy()
 
 
-def lambda_similarity_figure(model: Any, task_names: Sequence[str]) -> Figure | None:
+def shared_segment(a: tuple[Sequence[str], Sequence[str]], b: tuple[Sequence[str], Sequence[str]]) -> str:
+    """"M" when two tasks name a market in common, "V" a vertical, "MV" both ('*' names none)."""
+    named = [set(x) - {"*"} & (set(y) - {"*"}) for x, y in zip(a, b, strict=True)]
+    return ("M" if named[0] else "") + ("V" if named[1] else "")
+
+
+Segments = Mapping[str, tuple[Sequence[str], Sequence[str]]]  # task -> (markets, verticals)
+
+
+def lambda_similarity_figure(model: Any, task_names: Sequence[str], segments: Segments | None = None) -> Figure | None:
+    """Cosine similarity of Λ_t - I between tasks; with ``segments`` the pairs that share a market or
+    a vertical are marked M / V."""
     similarity = lambda_similarity(model)
     if similarity is None:
         return None
     n = len(task_names)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.5 * n, 2 + 0.5 * n))
+    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * n, 2 + 0.6 * n))
     image = ax.imshow(similarity, cmap="coolwarm", vmin=-1, vmax=1)
     ax.set_xticks(range(n), task_names, rotation=45, ha="right")
     ax.set_yticks(range(n), task_names)
-    if n <= 12:
+    if n <= 16:
         for i in range(n):
             for j in range(n):
-                ax.text(j, i, f"{similarity[i, j]:.2f}", ha="center", va="center", fontsize=7)
-    ax.set_title("cosine similarity of Λ_t")
+                mark = ""
+                if segments and i != j and task_names[i] in segments and task_names[j] in segments:
+                    mark = shared_segment(segments[task_names[i]], segments[task_names[j]])
+                ax.text(j, i, f"{similarity[i, j]:.2f}" + (f"\n{mark}" if mark else ""), ha="center", va="center",
+                        fontsize=6, fontweight="bold" if mark else "normal")
+    ax.set_title("cosine similarity of the learned Λ_t - I between tasks"
+                 + ("\nM: same market, V: same vertical" if segments else ""),
+                 fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
     return fig
@@ -195,9 +263,11 @@ def save(fig: Figure, path: Path) -> Path:
 
 def write_plots(directory: str | Path, report: Mapping[str, Any], *, labels: Any = None, scores: Any = None,
                 tasks: Any = None, model: Any = None, model_tasks: Sequence[str] | None = None,
+                segments: Segments | None = None,
                 champion_report: Mapping[str, Any] | None = None) -> list[Path]:
     """Write every plot that the inputs allow as PNG under ``directory``; returns their paths.
-    ``model_tasks`` names the model's tasks by id (default: the report's tasks)."""
+    ``model_tasks`` names the model's tasks by id (default: the report's tasks); ``segments`` maps a
+    task to its (markets, verticals) to mark related tasks."""
     out = Path(directory)
     written = [save(auc_bars_figure(report, champion_report), out / "roc_auc_by_task.png"),
                save(auc_bars_figure(report, champion_report, "pr_auc"), out / "pr_auc_by_task.png")]
@@ -207,8 +277,9 @@ def write_plots(directory: str | Path, report: Mapping[str, Any], *, labels: Any
                     save(calibration_figure(labels, scores, tasks), out / "calibration.png")]
     if model is not None:
         names = list(model_tasks or report["tasks"])
-        for name, figure in (("mtl_mixing_weights.png", mixing_weights_figure(model, names)),
-                             ("mtl_lambda_similarity.png", lambda_similarity_figure(model, names))):
+        for name, figure in (("mtl_mixing_concentration.png", mixing_concentration_figure(model, names)),
+                             ("mtl_lambda_shift.png", lambda_shift_figure(model, names)),
+                             ("mtl_lambda_similarity.png", lambda_similarity_figure(model, names, segments))):
             if figure is not None:
                 written.append(save(figure, out / name))
     return written

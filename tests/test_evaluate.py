@@ -94,8 +94,8 @@ def test_cli_reports_every_task_and_metric_and_logs_to_mlflow(trained, shards, t
     assert "| c |" in (local / "evaluation_table.md").read_text()
     assert json.loads((local / "evaluation_report.json").read_text())["tasks"]["a"] == report["tasks"]["a"]
     plots = {p.name: p.stat().st_size for p in (local / "plots").glob("*.png")}
-    for name in ("roc.png", "pr.png", "calibration.png", "roc_auc_by_task.png", "mtl_mixing_weights.png",
-                 "mtl_lambda_similarity.png"):
+    for name in ("roc.png", "pr.png", "calibration.png", "roc_auc_by_task.png", "mtl_mixing_concentration.png",
+                 "mtl_lambda_shift.png", "mtl_lambda_similarity.png"):
         assert plots.get(name, 0) > 1000, (name, plots)
 
 
