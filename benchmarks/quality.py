@@ -1,25 +1,28 @@
 """Quality benchmark: does MTL-LoRA beat its peers per business segment? (`make bench-quality`)
 
 On one set of prepared shards (synthetic logs with segment-dependent relevance rules: 10 tasks, the
-smallest well under 1/20 of the largest), trains every method on all-MiniLM-L6-v2 at matched
-trainable-parameter budgets (ranks chosen so each is within ±15% of mtl_lora's count where integer
-ranks allow), plus lora with the segment written into the input text and full fine-tuning as a
-reference, for each seed; scores the test split and reports macro AUC (mean ± std over seeds),
-per-task AUC, trainable parameters, train time and scoring throughput. Every run is logged to one
-MLflow experiment (ads-relevance-quality) with its test metrics.
+smallest well under 1/20 of the largest; split 60/10/30 so the test split measures small segments),
+every method trains on all-MiniLM-L6-v2 for ``--epochs`` of the training split at a matched
+trainable-parameter budget (ranks within ±15% of mtl_lora's count where integer ranks allow):
 
-Also written to --workdir: results.json (all runs, updated after each), table.md, gain_vs_size.png
-(AUC gain of mtl_lora over lora against training rows per task) and mtl_structure.json (the learned
-softmax(w_t/τ) mixing per task and the task-by-task cosine similarity of Λ_t, seed 0).
+1. tuning: each method gets the same number of trials over its own settings (:data:`TRIALS`), seed 0;
+   the trial with the best valid macro ROC AUC (the training's own best step) is chosen. No choice
+   is ever made on test.
+2. seeds: the chosen setting again with the other ``--seeds``; the chosen trial is seed 0's run.
+3. test: the final runs score the same test rows; macro AUC mean ± std over seeds, per-task AUC,
+   trainable parameters and train time go to table.md, with, for mtl_lora, how far Λ_t and the
+   mixing softmax(w_t/τ) moved from their initialisation per task.
 
-Nothing is tuned per method: adapters use lr 5e-4 (the training default), full fine-tuning 5e-5.
-Defaults fit a 2-core CPU in well under 90 minutes. On a GPU run it larger, e.g.
-`--rows 2000000 --steps 3000 --batch-size 64 --max-length 128`.
+Every run is logged to one MLflow experiment (ads-relevance-quality). Written to --workdir:
+results.json (every run, updated after each: a rerun resumes where it stopped), table.md,
+gain_vs_size.png (AUC gain of mtl_lora over lora against training rows per task) and
+mtl_structure.json (the chosen mtl_lora trial's learned mixing and Λ_t similarity).
 
+The defaults take about 3 hours on a 2-core CPU (25 runs of 2 epochs over ~8k training rows).
 `python -m benchmarks.quality_diagnosis` then checks why the methods differ (headroom, segment cues
 in the text, AUC per relation of query and ad, the learned task structure).
 
-Run: python -m benchmarks.quality [--rows 200000] [--steps 200] [--seeds 0,1,2] [--workdir DIR]
+Run: python -m benchmarks.quality [--rows 14000] [--epochs 2] [--seeds 0,1,2] [--workdir DIR]
 """
 
 from __future__ import annotations
@@ -38,14 +41,29 @@ import numpy as np
 
 REFERENCE = {"method": "mtl_lora", "rank": 8, "num_up": 3}
 VARIANTS = ("lora", "lora_segment", "task_lora", "multi_lora", "moe_lora", "mtl_lora", "full")
+DEFAULT_VARIANTS = ("lora", "lora_segment", "multi_lora", "moe_lora", "mtl_lora")
 BUDGET_TOLERANCE = 0.15
+SPLIT = (0.6, 0.1, 0.3)  # train, valid, test
+
+# Every adapter method gets three trials over its own settings. mtl_lora's cover learning rate, τ
+# and a larger learning rate for Λ_t and w_t; its w_t starts random (kaiming): a uniform start with
+# B^i = 0 never tells the up-projections apart (tests/test_mtl_lora.py), so it is not a trial.
+LEARNING_RATES = [{"lr": 2e-4}, {"lr": 5e-4}, {"lr": 1e-3}]
+TRIALS: dict[str, list[dict]] = {
+    "lora": LEARNING_RATES, "lora_segment": LEARNING_RATES, "task_lora": LEARNING_RATES,
+    "multi_lora": LEARNING_RATES, "moe_lora": LEARNING_RATES,
+    "mtl_lora": [{"lr": 5e-4, "temperature": 0.1, "task_lr_scale": 1.0},
+                 {"lr": 5e-4, "temperature": 1.0, "task_lr_scale": 10.0},
+                 {"lr": 1e-3, "temperature": 0.5, "task_lr_scale": 5.0}],
+    "full": [{"lr": 5e-5}],  # a reference, not a competitor: one trial
+}
 
 
 def log(message: str) -> None:
     print(f"bench-quality: {message}", file=sys.stderr, flush=True)
 
 
-def make_shards(workdir: Path, rows: int) -> Path:
+def make_shards(workdir: Path, rows: int, split: tuple[float, float, float] = SPLIT) -> Path:
     from features.task_map import load_task_map
     from pipelines.prepare import PrepareConfig, run_prepare
     from pipelines.spark import build_session
@@ -56,7 +74,8 @@ def make_shards(workdir: Path, rows: int) -> Path:
         return shards
     spark = build_session("adsrel-bench-quality", "local[2]", {"spark.ui.enabled": "false"})
     write_logs(synth_logs(spark, rows, 0, 0.03), str(workdir / "raw"))
-    run_prepare(spark, [str(workdir / "raw")], str(shards), load_task_map("configs/tasks.yaml"), PrepareConfig())
+    run_prepare(spark, [str(workdir / "raw")], str(shards), load_task_map("configs/tasks.yaml"),
+                PrepareConfig(split_ratios=split))
     spark.stop()
     return shards
 
@@ -104,16 +123,26 @@ def matched_ranks(num_tasks: int) -> tuple[dict[str, int], dict[str, int], int]:
     return ranks, counts, target
 
 
-def variant_overrides(variant: str, ranks: dict[str, int], args: argparse.Namespace, seed: int) -> list[str]:
+def variant_overrides(variant: str, trial: dict, ranks: dict[str, int], args: argparse.Namespace,
+                      seed: int) -> list[str]:
+    """The training config of one run: the benchmark's budget, the method's rank and the trial's settings."""
     method = "lora" if variant == "lora_segment" else variant
-    settings = {"method": method, "seed": seed, "max_steps": args.steps, "batch_size": args.batch_size,
-                "max_length": args.max_length, "eval_every": args.steps, "register": "false",
-                "valid_max_rows": args.valid_rows, "log_every": 50, "lr": 5e-5 if method == "full" else 5e-4}
+    settings = {"method": method, "seed": seed, "epochs": args.epochs, "batch_size": args.batch_size,
+                "max_length": args.max_length, "eval_every": 0, "register": "false",
+                "valid_max_rows": args.valid_rows, "log_every": 50, **trial}
     if method != "full":
         settings["rank"] = ranks[method]
     if variant == "lora_segment":
         settings["segment_in_text"] = "true"
     return [f"{k}={v}" for k, v in settings.items()]
+
+
+def chosen_trial(runs: list[dict], variant: str) -> int | None:
+    """The trial of ``variant`` with the best valid macro AUC (seed 0), once all its trials ran."""
+    trials = {r["trial"]: r["valid_macro"] for r in runs if r["variant"] == variant and r["phase"] == "trial"}
+    if len(trials) < len(TRIALS[variant]):
+        return None
+    return max(trials, key=lambda k: (trials[k] if trials[k] is not None else float("-inf"), -k))
 
 
 def sample_test_rows(shards: Path, rows_per_task: int):
@@ -140,29 +169,78 @@ def test_scores(model_dir: Path, frame) -> tuple[dict[str, float | None], float]
     return aucs, rate
 
 
-def mtl_structure(model_dir: Path) -> dict:
-    from evaluation.plots import lambda_similarity, mtl_layers
-    from models.artifact import load_model
+def mtl_structure(model_dir: Path, config) -> dict:
+    """What mtl_lora learned per task, against the same seed's initialisation (rebuilt exactly as
+    training builds it): Λ_t shift ||Λ_t - I|| / ||I|| and the mixing's total-variation distance
+    from its start, each averaged over layers; the mixing per layer and the Λ_t - I similarity."""
+    from accelerate.utils import set_seed
 
-    model = load_model(model_dir)
-    names = json.loads((model_dir / "adsrel_model.json").read_text())["task_names"]
-    mixing = {name: layer.mixing_weights().tolist() for name, layer in mtl_layers(model).items()}
-    return {"tasks": names, "mixing": mixing, "lambda_cosine": lambda_similarity(model).tolist()}
+    from evaluation.plots import lambda_shift, lambda_similarity, mixing_concentration, mtl_layers
+    from models.scoring import Scorer
+    from pipelines.train import build_model
+
+    scorer = Scorer.load(model_dir)
+    trained, names = scorer.model, scorer.task_names
+    set_seed(config.seed)
+    start = mtl_layers(build_model(config, len(names)))
+    layers = mtl_layers(trained)
+    mixing = {name: layer.mixing_weights().detach().numpy() for name, layer in layers.items()}
+    moved = np.mean([0.5 * np.abs(mixing[name] - start[name].mixing_weights().detach().numpy()).sum(-1)
+                     for name in layers], axis=0)
+    shift = np.mean([lambda_shift(layer) for layer in layers.values()], axis=0)
+    concentration = {when: np.mean([mixing_concentration(layer) for layer in group.values()], axis=0)
+                     for when, group in (("start", start), ("trained", layers))}
+    per_task = {task: {"lambda_shift": float(shift[t]), "mixing_moved": float(moved[t]),
+                       "concentration_start": float(concentration["start"][t]),
+                       "concentration_trained": float(concentration["trained"][t])}
+                for t, task in enumerate(names)}
+    return {"tasks": names, "per_task": per_task, "mixing": {k: v.tolist() for k, v in mixing.items()},
+            "lambda_cosine": lambda_similarity(trained).tolist()}
+
+
+def final_runs(results: list[dict], variant: str | None = None) -> list[dict]:
+    """The runs scored on test: each method's chosen trial (seed 0) and its other seeds."""
+    return [r for r in results if "test" in r and (variant is None or r["variant"] == variant)]
 
 
 def table(results: list[dict], tasks: list[str]) -> str:
-    lines = ["| variant | trainable params | seeds | macro AUC (mean ± std) | train s | score rows/s | "
+    lines = ["| variant | chosen setting | trainable params | seeds | macro AUC (mean ± std) | train s | "
              + " | ".join(tasks) + " |", "|---" * (6 + len(tasks)) + "|"]
     for variant in VARIANTS:
-        runs = [r for r in results if r["variant"] == variant]
+        runs = final_runs(results, variant)
         if not runs:
             continue
         macros = [r["macro"] for r in runs]
         spread = f"± {statistics.stdev(macros):.4f}" if len(macros) > 1 else "(one seed: no std)"
         per_task = [np.mean([r["test"][t] for r in runs if r["test"].get(t) is not None] or [np.nan]) for t in tasks]
-        lines.append(f"| {variant} | {runs[0]['trainable']:,} | {len(runs)} | {np.mean(macros):.4f} {spread} | "
-                     f"{np.mean([r['train_s'] for r in runs]):.0f} | {np.mean([r['score_rate'] for r in runs]):.0f} | "
+        setting = ", ".join(f"{k} {v}" for k, v in runs[0]["settings"].items())
+        lines.append(f"| {variant} | {setting} | {runs[0]['trainable']:,} | {len(runs)} | {np.mean(macros):.4f} "
+                     f"{spread} | {np.mean([r['train_s'] for r in runs]):.0f} | "
                      + " | ".join(f"{a:.3f}" for a in per_task) + " |")
+    return "\n".join(lines)
+
+
+def trials_table(results: list[dict]) -> str:
+    lines = ["| variant | trial | settings | valid macro AUC | train s |", "|---|---|---|---|---|"]
+    for r in (r for r in results if r["phase"] == "trial"):
+        valid = "undefined" if r["valid_macro"] is None else f"{r['valid_macro']:.4f}"
+        lines.append(f"| {r['variant']} | {r['trial']} | {', '.join(f'{k} {v}' for k, v in r['settings'].items())} "
+                     f"| {valid} | {r['train_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def movement_table(results: list[dict], tasks: list[str], train_rows: dict[str, int]) -> str:
+    """Per task, how far mtl_lora's task-specific parameters moved, mean over its final runs."""
+    runs = [r["structure"]["per_task"] for r in final_runs(results, "mtl_lora") if "structure" in r]
+    if not runs:
+        return ""
+    lines = ["| task | train rows | Λ_t shift ‖Λ_t−I‖/‖I‖ | mixing moved (TV) | concentration start → trained |",
+             "|---|---|---|---|---|"]
+    for task in tasks:
+        mean = {k: np.mean([run[task][k] for run in runs]) for k in runs[0][task]}
+        lines.append(f"| {task} | {train_rows.get(task, 0):,} | {mean['lambda_shift']:.4f} | "
+                     f"{mean['mixing_moved']:.4f} | {mean['concentration_start']:.3f} → "
+                     f"{mean['concentration_trained']:.3f} |")
     return "\n".join(lines)
 
 
@@ -173,7 +251,7 @@ def gain_plot(results: list[dict], train_rows: dict[str, int], path: Path) -> No
     import matplotlib.pyplot as plt
 
     def mean_auc(variant: str, task: str) -> float:
-        values = [r["test"][task] for r in results if r["variant"] == variant and r["test"].get(task) is not None]
+        values = [r["test"][task] for r in final_runs(results, variant) if r["test"].get(task) is not None]
         return float(np.mean(values)) if values else float("nan")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -206,14 +284,14 @@ def shared_lock(path: Path | None):
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=200_000, help="synthetic raw log rows")
-    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--rows", type=int, default=14_000, help="synthetic raw log rows")
+    parser.add_argument("--epochs", type=float, default=2.0, help="epochs of the training split, every run")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--variants", default=",".join(VARIANTS))
-    parser.add_argument("--valid-rows", type=int, default=200, help="validation rows per task (best-step choice)")
-    parser.add_argument("--test-rows", type=int, default=800, help="test rows per task at most")
+    parser.add_argument("--seeds", default="0,1,2", help="the first one tunes")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help=f"of {', '.join(VARIANTS)}")
+    parser.add_argument("--valid-rows", type=int, default=500, help="validation rows per task (the choices)")
+    parser.add_argument("--test-rows", type=int, default=2000, help="test rows per task at most")
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/quality"))
     parser.add_argument("--market-cues", choices=("keep", "strip"), default="keep",
                         help="strip: train and test on a copy of the shards without the market's domain and "
@@ -225,6 +303,10 @@ def main() -> int:
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         return report(args.workdir)
+    unknown = sorted(set(args.variants.split(",")) - set(VARIANTS))
+    if unknown:
+        log(f"unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})")
+        return 2
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.workdir.resolve()}/mlflow.db")
     os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "ads-relevance-quality")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -236,6 +318,15 @@ def main() -> int:
     from pipelines.train_config import load_train_config
 
     started = time.perf_counter()
+    results_path = args.workdir / "results.json"
+    # A rerun with the same --workdir keeps the runs already measured (an interrupted benchmark resumes).
+    saved = json.loads(results_path.read_text()) if results_path.exists() else {}
+    budget = {"rows": args.rows, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length,
+              "valid_rows": args.valid_rows, "test_rows": args.test_rows, "market_cues": args.market_cues,
+              "split": list(SPLIT)}
+    if saved and saved.get("budget") != budget:
+        log(f"{results_path} holds runs of another budget ({saved.get('budget')}): use another --workdir")
+        return 2
     with shared_lock(args.lock):
         shards = make_shards(args.workdir, args.rows)
         if args.market_cues == "strip":
@@ -251,57 +342,90 @@ def main() -> int:
         if abs(count - target) > BUDGET_TOLERANCE * target:
             log(f"WARNING {method}: {count:,} trainable parameters is outside ±15% of {target:,} at integer ranks")
 
-    results_path = args.workdir / "results.json"
-    # A rerun with the same --workdir keeps the runs already measured (an interrupted benchmark resumes).
-    saved = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if saved.get("market_cues", args.market_cues) != args.market_cues:
-        log(f"{results_path} holds runs with --market-cues {saved['market_cues']}: use another --workdir")
-        return 2
     results: list[dict] = saved.get("runs", [])
-    done = {(r["variant"], r["seed"]) for r in results}
     client = MlflowClient()
     variants = args.variants.split(",")
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        for variant in variants:
-            out = args.workdir / "models" / f"{variant}-seed{seed}"
-            if (variant, seed) in done:
-                log(f"seed {seed} {variant}: already in {results_path}, kept")
-                continue
-            config = load_train_config(None, variant_overrides(variant, ranks, args, seed))
-            with shared_lock(args.lock):
-                t0 = time.perf_counter()
-                result = train(shards, out, config)
-                train_s = time.perf_counter() - t0
-                aucs, rate = test_scores(out, test)
-            defined = [v for v in aucs.values() if v is not None]
-            macro = float(np.mean(defined))
-            client.set_tag(result.run_id, "benchmark_variant", variant)
-            for task, auc in aucs.items():
-                if auc is not None:
-                    client.log_metric(result.run_id, f"test/{task}/roc_auc", auc)
-            client.log_metric(result.run_id, "test/macro/roc_auc", macro)
-            trainable = json.loads((out / "adsrel_model.json").read_text())["trainable_parameters"]
-            results.append({"variant": variant, "seed": seed, "macro": macro, "test": aucs, "train_s": train_s,
-                            "score_rate": rate, "trainable": trainable, "run_id": result.run_id,
-                            "examples_per_s": result.examples_per_second})
-            results_path.write_text(json.dumps({"ranks": ranks, "train_rows": train_rows,
-                                                "market_cues": args.market_cues, "runs": results}, indent=1))
-            log(f"seed {seed} {variant}: test macro AUC {macro:.4f}, train {train_s:.0f}s, "
-                f"total {(time.perf_counter() - started) / 60:.1f} min")
-            if variant == "mtl_lora" and seed == 0:
-                (args.workdir / "mtl_structure.json").write_text(json.dumps(mtl_structure(out)))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    plan = [(v, "trial", k, seeds[0]) for v in variants for k in range(len(TRIALS[v]))]
+    plan += [(v, "seed", None, seed) for seed in seeds[1:] for v in variants]
+
+    def save() -> None:
+        results_path.write_text(json.dumps({"budget": budget, "ranks": ranks, "train_rows": train_rows,
+                                            "runs": results}, indent=1))
+
+    for number, (variant, phase, trial, seed) in enumerate(plan, 1):
+        done = any(r["variant"] == variant and r["phase"] == phase and r["seed"] == seed
+                   and (phase == "seed" or r["trial"] == trial) for r in results)
+        if done:
+            continue
+        if phase == "seed":
+            trial = chosen_trial(results, variant)
+        settings = TRIALS[variant][trial]
+        out = args.workdir / "models" / (f"{variant}-trial{trial}" if phase == "trial" else f"{variant}-seed{seed}")
+        config = load_train_config(None, variant_overrides(variant, settings, ranks, args, seed))
+        what = f"trial {trial}" if phase == "trial" else f"chosen trial {trial}"
+        log(f"run {number}/{len(plan)}: {variant} {what}, seed {seed} ({settings})")
+        with shared_lock(args.lock):
+            t0 = time.perf_counter()
+            result = train(shards, out, config)
+            train_s = time.perf_counter() - t0
+        client.set_tag(result.run_id, "benchmark_variant", variant)
+        client.set_tag(result.run_id, "benchmark_phase", f"{phase} {trial}")
+        run = {"variant": variant, "phase": phase, "trial": trial, "seed": seed, "settings": settings,
+               "valid_macro": result.best_macro_auc, "train_s": train_s, "run_id": result.run_id,
+               "model": str(out), "examples_per_s": result.examples_per_second,
+               "trainable": json.loads((out / "adsrel_model.json").read_text())["trainable_parameters"]}
+        results.append(run)
+        if phase == "trial" and chosen_trial(results, variant) is not None:
+            chosen = next(r for r in results if r["variant"] == variant and r["trial"] == chosen_trial(results, variant)
+                          and r["phase"] == "trial")
+            seed_dir = args.workdir / "models" / f"{variant}-seed{seeds[0]}"  # where quality_diagnosis looks
+            seed_dir.unlink(missing_ok=True)
+            seed_dir.symlink_to(Path(chosen["model"]).name)
+            chosen_config = load_train_config(None, variant_overrides(variant, chosen["settings"], ranks, args, seed))
+            score_final(chosen, test, client, chosen_config)
+            log(f"{variant}: trial {chosen['trial']} chosen on valid ({chosen['valid_macro']:.4f}): "
+                f"test macro AUC {chosen['macro']:.4f}")
+        elif phase == "seed":
+            score_final(run, test, client, config)
+            log(f"{variant} seed {seed}: test macro AUC {run['macro']:.4f}")
+        save()
+        elapsed = (time.perf_counter() - started) / 60
+        log(f"run {number}/{len(plan)} done in {train_s / 60:.1f} min; {elapsed:.0f} min so far")
     report(args.workdir)
     print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; results in {args.workdir}")
     return 0
+
+
+def score_final(run: dict, test, client, config) -> None:
+    """Test AUCs of a final run into ``run`` and its MLflow run; mtl_lora's learned structure too."""
+    model = Path(run["model"])
+    aucs, rate = test_scores(model, test)
+    run.update(test=aucs, macro=float(np.mean([v for v in aucs.values() if v is not None])), score_rate=rate)
+    for task, auc in aucs.items():
+        if auc is not None:
+            client.log_metric(run["run_id"], f"test/{task}/roc_auc", auc)
+    client.log_metric(run["run_id"], "test/macro/roc_auc", run["macro"])
+    if run["variant"] == "mtl_lora":
+        structure = mtl_structure(model, config)
+        if run["phase"] == "trial":
+            (model.parent.parent / "mtl_structure.json").write_text(json.dumps(structure))
+        run["structure"] = {k: v for k, v in structure.items() if k != "mixing"}  # per layer: seed 0's file only
 
 
 def report(workdir: Path) -> int:
     """table.md and gain_vs_size.png from results.json (also after an interrupted run)."""
     saved = json.loads((workdir / "results.json").read_text())
     results, train_rows = saved["runs"], saved["train_rows"]
-    markdown = table(results, list(train_rows))
+    tasks = list(train_rows)
+    parts = ["## Test (chosen setting, mean over seeds)", table(results, tasks),
+             "## Tuning trials (seed 0, valid split)", trials_table(results)]
+    movement = movement_table(results, tasks, train_rows)
+    if movement:
+        parts += ["## mtl_lora: how far the task-specific parameters moved from their start", movement]
+    markdown = "\n\n".join(parts)
     (workdir / "table.md").write_text(markdown + "\n")
-    if {"mtl_lora", "lora"} <= {r["variant"] for r in results}:
+    if {"mtl_lora", "lora"} <= {r["variant"] for r in final_runs(results)}:
         gain_plot(results, train_rows, workdir / "gain_vs_size.png")
     print(markdown)
     return 0

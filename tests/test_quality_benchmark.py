@@ -1,0 +1,50 @@
+"""The quality benchmark's own logic: equal trials, choices made on valid only, and the measure of
+how far mtl_lora's task parameters moved from the start that training really had."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from benchmarks.quality import TRIALS, chosen_trial, mtl_structure, variant_overrides
+from pipelines.train_config import load_train_config
+from tests.tiny_models import tiny_artifact
+
+TASKS = ("a", "b", "c")
+ARGS = argparse.Namespace(epochs=2.0, batch_size=32, max_length=64, valid_rows=500)
+RANKS = {"lora": 14, "task_lora": 2, "multi_lora": 5, "moe_lora": 5, "mtl_lora": 8}
+
+
+def test_every_adapter_method_gets_the_same_number_of_trials_and_each_is_a_valid_config():
+    adapters = {v: trials for v, trials in TRIALS.items() if v != "full"}
+    assert len({len(trials) for trials in adapters.values()}) == 1
+    for variant, trials in TRIALS.items():
+        for trial in trials:
+            config = load_train_config(None, variant_overrides(variant, trial, RANKS, ARGS, seed=1))
+            assert config.epochs == 2.0 and config.seed == 1 and config.lr == trial["lr"]
+            assert config.segment_in_text == (variant == "lora_segment")
+
+
+def test_the_choice_waits_for_every_trial_and_takes_the_best_valid_auc():
+    runs = [{"variant": "lora", "phase": "trial", "trial": 0, "valid_macro": 0.80},
+            {"variant": "lora", "phase": "trial", "trial": 1, "valid_macro": 0.85}]
+    assert chosen_trial(runs, "lora") is None
+    runs.append({"variant": "lora", "phase": "trial", "trial": 2, "valid_macro": None})
+    runs.append({"variant": "lora", "phase": "seed", "trial": 0, "valid_macro": 0.99, "test": {}})  # not a trial
+    assert chosen_trial(runs, "lora") == 1
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.1])
+def test_structure_measures_movement_from_the_initialisation_training_built(tmp_path, noise):
+    model = tiny_artifact(tmp_path / "model", TASKS, seed=0, noise=noise)  # its start, plus noise if any
+    config = load_train_config(None, [f"backbone={tmp_path / 'model-backbone'}", "rank=4", "seed=0"])
+    per_task = mtl_structure(model, config)["per_task"]
+    assert set(per_task) == set(TASKS)
+    for moved in per_task.values():
+        if noise:
+            assert moved["lambda_shift"] > 0.01 and moved["mixing_moved"] > 0.001
+        else:
+            assert moved["lambda_shift"] == pytest.approx(0, abs=1e-7)
+            assert moved["mixing_moved"] == pytest.approx(0, abs=1e-7)
+            assert moved["concentration_trained"] == pytest.approx(moved["concentration_start"])
