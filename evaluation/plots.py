@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
 
 from evaluation.metrics import class_reason, pr_auc, roc_auc  # noqa: E402
 
@@ -234,7 +235,7 @@ def lambda_similarity_figure(model: Any, task_names: Sequence[str], segments: Se
     if similarity is None:
         return None
     n = len(task_names)
-    fig, ax = plt.subplots(figsize=(2.5 + 0.6 * n, 2 + 0.6 * n))
+    fig, ax = plt.subplots(figsize=(2.5 + 0.7 * n, 2 + 0.7 * n))
     image = ax.imshow(similarity, cmap="coolwarm", vmin=-1, vmax=1)
     ax.set_xticks(range(n), task_names, rotation=45, ha="right")
     ax.set_yticks(range(n), task_names)
@@ -245,9 +246,11 @@ def lambda_similarity_figure(model: Any, task_names: Sequence[str], segments: Se
                 if segments and i != j and task_names[i] in segments and task_names[j] in segments:
                     mark = shared_segment(segments[task_names[i]], segments[task_names[j]])
                 ax.text(j, i, f"{similarity[i, j]:.2f}" + (f"\n{mark}" if mark else ""), ha="center", va="center",
-                        fontsize=6, fontweight="bold" if mark else "normal")
+                        fontsize=8, fontweight="bold" if mark else "normal")
+                if mark:
+                    ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, linewidth=1.5, edgecolor="black"))
     ax.set_title("cosine similarity of the learned Λ_t - I between tasks"
-                 + ("\nM: same market, V: same vertical" if segments else ""),
+                 + ("\nboxed: M same market, V same vertical" if segments else ""),
                  fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()
