@@ -221,7 +221,7 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig, *, checkp
     if finished:
         log("train", f"nothing left to train: {resumed} is the end of a finished run (step {state.step})")
 
-    tracker = TrainTracker(state.run_id) if config.mlflow and main else None
+    tracker = TrainTracker(state.run_id, f"train-{config.method}") if config.mlflow and main else None
     mix = {names[t]: round(p, 6) for t, p in batches.effective_mix().items() if p > 0}
     if tracker is not None:
         state.run_id = tracker.run_id

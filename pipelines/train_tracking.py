@@ -32,13 +32,15 @@ def flat_params(config: TrainConfig) -> dict[str, str]:
 
 
 class TrainTracker:
-    """One MLflow run of the ads-relevance experiment (new, or the one ``run_id`` names)."""
+    """One MLflow run of the ads-relevance experiment (new, named ``name``, or the one ``run_id`` names)."""
 
-    def __init__(self, run_id: str | None) -> None:
+    def __init__(self, run_id: str | None, name: str) -> None:
         import mlflow
 
         set_experiment()
-        self.run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run()
+        # A name of our own: MLflow's random names come from Python's random, which training seeds,
+        # so every run of one seed would get the same one.
+        self.run = mlflow.start_run(run_id=run_id) if run_id else mlflow.start_run(run_name=name)
         self.run_id = self.run.info.run_id
 
     def start(self, config: TrainConfig, tags: dict[str, str], mix: dict[str, float], rows: dict[str, int]) -> None:

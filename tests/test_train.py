@@ -200,6 +200,7 @@ def test_mlflow_run_holds_params_metrics_and_a_loadable_registered_model(backbon
     result = train(shards, tmp_path / "model", config(backbone, mlflow=True, max_steps=20, eval_every=10))
     run = mlflow.get_run(result.run_id)
     assert run.data.params["method"] == "mtl_lora" and run.data.params["rank"] == "8"
+    assert run.info.run_name == "train-mtl_lora"  # not the seeded random name every seed-0 run would share
     assert run.data.tags["manifest_digest"].startswith("sha256:") and run.data.tags["backbone"] == backbone
     assert {"train/loss", "train/lr", "train/examples_per_s", "valid/a/roc_auc", "valid/macro/roc_auc"} <= set(
         run.data.metrics)
