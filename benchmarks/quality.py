@@ -18,7 +18,8 @@ results.json (every run, updated after each: a rerun resumes where it stopped), 
 gain_vs_size.png (AUC gain of mtl_lora over lora against training rows per task) and
 mtl_structure.json (the chosen mtl_lora trial's learned mixing and Λ_t similarity).
 
-The defaults take about 3 hours on a 2-core CPU (25 runs of 2 epochs over ~8k training rows).
+The defaults are sized for 3-4 hours on a 2-core CPU (25 runs of 2 epochs over ~6k training rows);
+each run logs its pace and ETA.
 `python -m benchmarks.quality_diagnosis` then checks why the methods differ (headroom, segment cues
 in the text, AUC per relation of query and ad, the learned task structure).
 
