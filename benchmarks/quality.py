@@ -377,9 +377,10 @@ def main() -> int:
                "model": str(out), "examples_per_s": result.examples_per_second,
                "trainable": json.loads((out / "adsrel_model.json").read_text())["trainable_parameters"]}
         results.append(run)
-        if phase == "trial" and chosen_trial(results, variant) is not None:
-            chosen = next(r for r in results if r["variant"] == variant and r["trial"] == chosen_trial(results, variant)
-                          and r["phase"] == "trial")
+        best = chosen_trial(results, variant) if phase == "trial" else None
+        if best is not None:
+            chosen = next(r for r in results
+                          if r["variant"] == variant and r["phase"] == "trial" and r["trial"] == best)
             seed_dir = args.workdir / "models" / f"{variant}-seed{seeds[0]}"  # where quality_diagnosis looks
             seed_dir.unlink(missing_ok=True)
             seed_dir.symlink_to(Path(chosen["model"]).name)
