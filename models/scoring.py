@@ -118,10 +118,12 @@ class Scorer:
             out.update(market=list(frame["market"]), vertical=list(frame["vertical"]))
         return out
 
-    @torch.inference_mode()
     def logits(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
         """Raw logits of every row; ``merge`` folds each large task group's update into the weights."""
-        task_ids = self.task_ids(frame)
+        return self._logits(frame, self.task_ids(frame), merge)
+
+    @torch.inference_mode()
+    def _logits(self, frame: pd.DataFrame, task_ids: np.ndarray, merge: bool) -> np.ndarray:
         encoded = self.encoder.encode(self.texts(frame))
         lengths = np.array([len(ids) for ids in encoded["input_ids"]], dtype=np.int64)
         out = np.empty(len(frame), dtype=np.float32)
@@ -149,9 +151,10 @@ class Scorer:
         return out
 
     def predict(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
-        probs = 1.0 / (1.0 + np.exp(-self.logits(frame, merge=merge).astype(np.float64)))
+        task_ids = self.task_ids(frame)  # once: routing by market and vertical is a Python loop over rows
+        probs = 1.0 / (1.0 + np.exp(-self._logits(frame, task_ids, merge).astype(np.float64)))
         calibrators = self.meta.get("calibrators")
         if calibrators:
-            names = np.asarray(self.task_names, dtype=object)[self.task_ids(frame)]
+            names = np.asarray(self.task_names, dtype=object)[task_ids]
             probs = apply_calibrators(calibrators, names, probs)
         return probs
