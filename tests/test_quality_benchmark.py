@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from benchmarks.quality import TRIALS, chosen_trial, mtl_structure, variant_overrides
+from benchmarks.quality import TRIALS, chosen_trial, mtl_structure, run_plan, variant_overrides
 from pipelines.train_config import load_train_config
 from tests.tiny_models import tiny_artifact
 
@@ -33,6 +33,13 @@ def test_the_choice_waits_for_every_trial_and_takes_the_best_valid_auc():
     runs.append({"variant": "lora", "phase": "trial", "trial": 2, "valid_macro": None})
     runs.append({"variant": "lora", "phase": "seed", "trial": 0, "valid_macro": 0.99, "test": {}})  # not a trial
     assert chosen_trial(runs, "lora") == 1
+
+
+def test_each_method_finishes_its_trials_and_seeds_before_the_next_starts():
+    plan = run_plan(["lora", "mtl_lora"], [0, 1, 2])
+    assert [v for v, *_ in plan] == ["lora"] * 5 + ["mtl_lora"] * 5
+    assert plan[:5] == [("lora", "trial", 0, 0), ("lora", "trial", 1, 0), ("lora", "trial", 2, 0),
+                        ("lora", "seed", None, 1), ("lora", "seed", None, 2)]
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.1])
