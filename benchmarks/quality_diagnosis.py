@@ -16,9 +16,9 @@ benchmark's own --workdir (its shards, the same test rows, the saved models):
    relevance flips between segments).
 
 4. task structure of mtl_lora: per pair of segments, the cosine of their learned Λ_t updates
-   (Λ_t − I over all layers) and the overlap of their mixing softmax(w_t/τ) (sum of the element-wise
-   minimum, averaged over layers), grouped into pairs that share a market, share a vertical, or
-   neither, to see whether related segments end up close.
+   (Λ_t − I over all layers, as evaluation.plots draws it) and the overlap of their mixing
+   softmax(w_t/τ) (sum of the element-wise minimum, averaged over layers), grouped into pairs that
+   share a market, share a vertical, or neither, to see whether related segments end up close.
 
 Scores are cached in --workdir/diagnosis/ so a rerun does not score again. Writes diagnosis.json and
 prints a markdown report.
@@ -142,41 +142,38 @@ def pair_kind(a: dict, b: dict) -> str:
     return "unrelated"
 
 
-def structure_by_pair_kind(mixing: list[np.ndarray], lambdas: list[np.ndarray],
+def structure_by_pair_kind(mixing: list[np.ndarray], lambda_cosine: np.ndarray, lambda_shift: np.ndarray,
                            tasks: list[dict]) -> dict[str, dict[str, float]]:
     """Mean Λ_t-update cosine and mixing overlap per kind of segment pair, from each MTL-LoRA layer's
-    mixing softmax(w_t/τ) [T, n] and Λ_t [T, r, r] (pass only named segments in ``tasks``: the
-    catch-all spans segments). ``lambda_drift`` is |Λ_t − I| / |I| over all layers, averaged over tasks."""
-    eye = np.eye(lambdas[0].shape[-1])
-    update = np.concatenate([(v - eye).reshape(len(v), -1) for v in lambdas], axis=1)
-    norm = np.linalg.norm(update, axis=1, keepdims=True)
-    unit = update / np.where(norm > 0, norm, 1.0)  # a Λ_t that has not moved has cosine 0 with all
+    mixing softmax(w_t/τ) [T, n], the task x task cosine of the learned Λ_t − I [T, T] and each
+    task's Λ_t shift [T] (pass only named segments in ``tasks``: the catch-all spans segments)."""
     kinds: dict[str, dict[str, list[float]]] = {}
     for i, a in enumerate(tasks):
         for b in tasks[i + 1:]:
             x, y = a["id"], b["id"]
             entry = kinds.setdefault(pair_kind(a, b), {"lambda_cosine": [], "mixing_overlap": []})
-            entry["lambda_cosine"].append(float(unit[x] @ unit[y]))
+            entry["lambda_cosine"].append(float(lambda_cosine[x, y]))
             entry["mixing_overlap"].append(float(np.mean([np.minimum(m[x], m[y]).sum() for m in mixing])))
     out = {kind: {k: float(np.mean(v)) for k, v in values.items()} | {"pairs": len(values["lambda_cosine"])}
            for kind, values in sorted(kinds.items())}
-    drift = np.linalg.norm(update, axis=1) / np.sqrt(len(lambdas) * len(eye))
-    out["lambda_drift"] = {"mean": float(drift.mean())}
+    out["lambda_drift"] = {"mean": float(np.mean(lambda_shift))}
     return out
 
 
 def task_structure(model_dir: Path, tasks: list[dict]) -> dict[str, dict[str, float]]:
-    """:func:`structure_by_pair_kind` of a saved mtl_lora model (its own τ and Λ form)."""
+    """:func:`structure_by_pair_kind` of a saved mtl_lora model, measured as its MLflow plots and
+    the quality benchmark measure it (evaluation.plots): Λ_t shift averaged over layers."""
     import torch
 
-    from evaluation.plots import mtl_layers
+    from evaluation.plots import lambda_shift, lambda_similarity, mtl_layers
     from models.artifact import load_model
 
-    layers = mtl_layers(load_model(model_dir)).values()
+    model = load_model(model_dir)
+    layers = mtl_layers(model).values()
     with torch.no_grad():
         mixing = [layer.mixing_weights().cpu().numpy() for layer in layers]
-        lambdas = [layer.task_lambda().float().cpu().numpy() for layer in layers]
-    return structure_by_pair_kind(mixing, lambdas, tasks)
+    shift = np.mean([lambda_shift(layer) for layer in layers], axis=0)
+    return structure_by_pair_kind(mixing, lambda_similarity(model), shift, tasks)
 
 
 def main() -> int:
@@ -186,7 +183,8 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--shards", type=Path, help="the shards the models were trained on (default WORKDIR/shards, "
                         "or WORKDIR/shards-no-market-cues after --market-cues strip)")
-    parser.add_argument("--test-rows", type=int, default=800, help="as given to benchmarks.quality")
+    parser.add_argument("--test-rows", type=int, help="as given to benchmarks.quality (default: read from "
+                        "WORKDIR/results.json)")
     args = parser.parse_args()
 
     import torch
@@ -197,7 +195,8 @@ def main() -> int:
     stripped = args.workdir / "shards-no-market-cues"
     shards = args.shards or (stripped if stripped.is_dir() else args.workdir / "shards")
     manifest = read_manifest(shards)
-    test = sample_test_rows(shards, args.test_rows).reset_index(drop=True)
+    test_rows = args.test_rows or json.loads((args.workdir / "results.json").read_text())["budget"]["test_rows"]
+    test = sample_test_rows(shards, test_rows).reset_index(drop=True)
 
     latent = latent_columns(int(manifest["input"]["rows"]))
     test = test.merge(latent, on=KEY, how="left", validate="many_to_one")
@@ -255,7 +254,7 @@ def markdown(report: dict) -> str:
             lines.append(f"- {kind} ({per_seed[0][kind]['pairs']} pairs): Λ_t-update cosine {cos:.3f}, "
                          f"mixing overlap {mix:.3f}")
         drift = np.mean([s["lambda_drift"]["mean"] for s in per_seed])
-        lines.append(f"- |Λ_t − I| is {drift:.1%} of |I| (mean over tasks): Λ_t barely left its initialisation")
+        lines.append(f"- ||Λ_t − I|| / ||I|| is {drift:.1%} (mean over tasks and layers)")
     return "\n".join(lines)
 
 

@@ -39,15 +39,15 @@ def test_slice_aucs_pool_each_relation_over_tasks():
 
 
 def test_structure_by_pair_kind_groups_pairs_and_measures_drift():
-    rank, tasks = 2, [US_RETAIL, US_TRAVEL, GB_RETAIL]
-    update = np.array([[[1, 0], [0, 0]], [[1, 0], [0, 0]], [[0, 0], [0, 1]]], dtype=np.float32)
-    lambdas = [np.eye(rank, dtype=np.float32) + 0.1 * update]
+    tasks = [US_RETAIL, US_TRAVEL, GB_RETAIL]
+    cosine = np.array([[1.0, 0.8, 0.1], [0.8, 1.0, -0.2], [0.1, -0.2, 1.0]])
     mixing = [np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])]
-    out = structure_by_pair_kind(mixing, lambdas, tasks)
-    assert out["same_market"]["pairs"] == 1 and np.isclose(out["same_market"]["lambda_cosine"], 1.0)
-    assert np.isclose(out["same_vertical"]["lambda_cosine"], 0.0)
+    out = structure_by_pair_kind(mixing, cosine, np.array([0.1, 0.2, 0.3]), tasks)
+    assert out["same_market"]["pairs"] == 1 and np.isclose(out["same_market"]["lambda_cosine"], 0.8)
+    assert np.isclose(out["same_vertical"]["lambda_cosine"], 0.1)
+    assert np.isclose(out["unrelated"]["lambda_cosine"], -0.2)
     assert out["same_market"]["mixing_overlap"] == 1.0 and out["same_vertical"]["mixing_overlap"] == 0.0
-    assert np.isclose(out["lambda_drift"]["mean"], 0.1 / np.sqrt(rank))
+    assert np.isclose(out["lambda_drift"]["mean"], 0.2)
 
 
 def test_task_structure_reads_a_saved_mtl_lora_model(tmp_path):
