@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -149,12 +150,12 @@ def _ship(spark: SparkSession, resolved: ResolvedModel, staging: Path) -> Shippe
 
 def _report_progress(spark: SparkSession, done: threading.Event, every_s: float = 15.0) -> None:
     """A line every ``every_s`` seconds with the tasks of the running stages (Spark's own bar is off)."""
-    tracker = spark.sparkContext.statusTracker()
+    tracker, started = spark.sparkContext.statusTracker(), time.monotonic()
     while not done.wait(every_s):
         stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
         text = ", ".join(f"stage {s.stageId}: {s.numCompletedTasks}/{s.numTasks} tasks" for s in stages if s)
-        if text:
-            log("score", text)
+        if text:  # the elapsed time tells a heartbeat of a long task from a repeated line
+            log("score", f"{text} ({time.monotonic() - started:.0f} s)")
 
 
 def score_with_spark(resolved: ResolvedModel, candidates: list[str], out, *, master: str | None,
