@@ -259,3 +259,27 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, artifact, inputs,
     assert err[-1].startswith("adsrel score: error:") and message in err[-1], err
     assert "Traceback" not in "\n".join(err)
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_spark_progress_lines_tell_a_long_stage_s_heartbeats_apart(spark, capsys):
+    import threading
+    import time
+
+    from pipelines.score_spark import _report_progress
+
+    def slow(rows):
+        time.sleep(2.5)
+        return rows
+
+    done = threading.Event()
+    reporter = threading.Thread(target=_report_progress, args=(spark, done, 1.0))
+    reporter.start()
+    try:
+        spark.sparkContext.parallelize(range(2), 2).mapPartitions(slow).collect()
+    finally:
+        done.set()
+        reporter.join()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "tasks (" in line]
+    assert len(lines) >= 2
+    assert all(line.startswith("adsrel score: stage ") for line in lines)
+    assert len(set(lines)) == len(lines)  # the elapsed seconds differ even where the counts do not
