@@ -9,7 +9,8 @@ trainable-parameter budget (ranks within ±15% of mtl_lora's count where integer
    the trial with the best valid macro ROC AUC (the training's own best step) is chosen. No choice
    is ever made on test.
 2. seeds: the chosen setting again with the other ``--seeds``; the chosen trial is seed 0's run.
-3. test: the final runs score the same test rows; macro AUC mean ± std over seeds, per-task AUC,
+3. test: the final runs score the same test rows; macro AUC mean ± std over seeds (over every task,
+   and over the tasks with the promotion gate's support in the test rows), per-task AUC,
    trainable parameters and train time go to table.md, with, for mtl_lora, how far Λ_t and the
    mixing softmax(w_t/τ) moved from their initialisation per task.
 
@@ -212,19 +213,37 @@ def final_runs(results: list[dict], variant: str | None = None) -> list[dict]:
     return [r for r in results if "test" in r and (variant is None or r["variant"] == variant)]
 
 
-def table(results: list[dict], tasks: list[str]) -> str:
-    lines = ["| variant | chosen setting | trainable params | seeds | macro AUC (mean ± std) | train s | "
-             + " | ".join(tasks) + " |", "|---" * (6 + len(tasks)) + "|"]
+def supported_tasks(test, policy=None) -> list[str]:
+    """The tasks whose test rows give the gate's support (evaluation.gate: rows, positives, negatives):
+    a tiny segment's AUC over a handful of rows is noise, reported but not averaged in."""
+    from evaluation.gate import GatePolicy, supported
+
+    policy = policy or GatePolicy()
+    return [task for task, rows in test.groupby("task")
+            if supported({"n": len(rows), "positives": int(rows["label"].sum()), "roc_auc": 0.5}, policy)]
+
+
+def _spread(values: list[float]) -> str:
+    return f"{np.mean(values):.4f} " + (f"± {statistics.stdev(values):.4f}" if len(values) > 1 else "(one seed)")
+
+
+def table(results: list[dict], tasks: list[str], supported: list[str] | None = None) -> str:
+    """Per method: macro AUC over every task and over the gate-supported ones, mean ± std over seeds."""
+    supported = supported or tasks
+    lines = ["| variant | chosen setting | trainable params | seeds | macro AUC (mean ± std) | "
+             f"macro AUC, {len(supported)} supported tasks | train s | "
+             + " | ".join(tasks) + " |", "|---" * (7 + len(tasks)) + "|"]
     for variant in VARIANTS:
         runs = final_runs(results, variant)
         if not runs:
             continue
         macros = [r["macro"] for r in runs]
-        spread = f"± {statistics.stdev(macros):.4f}" if len(macros) > 1 else "(one seed: no std)"
+        supported_macros = [float(np.mean([r["test"][t] for t in supported if r["test"].get(t) is not None]))
+                            for r in runs]
         per_task = [np.mean([r["test"][t] for r in runs if r["test"].get(t) is not None] or [np.nan]) for t in tasks]
         setting = ", ".join(f"{k} {v}" for k, v in runs[0]["settings"].items())
-        lines.append(f"| {variant} | {setting} | {runs[0]['trainable']:,} | {len(runs)} | {np.mean(macros):.4f} "
-                     f"{spread} | {np.mean([r['train_s'] for r in runs]):.0f} | "
+        lines.append(f"| {variant} | {setting} | {runs[0]['trainable']:,} | {len(runs)} | {_spread(macros)} | "
+                     f"{_spread(supported_macros)} | {np.mean([r['train_s'] for r in runs]):.0f} | "
                      + " | ".join(f"{a:.3f}" for a in per_task) + " |")
     return "\n".join(lines)
 
@@ -253,7 +272,8 @@ def movement_table(results: list[dict], tasks: list[str], train_rows: dict[str, 
     return "\n".join(lines)
 
 
-def gain_plot(results: list[dict], train_rows: dict[str, int], path: Path) -> None:
+def gain_plot(results: list[dict], train_rows: dict[str, int], path: Path, supported: list[str] | None = None) -> None:
+    """Gain of mtl_lora over lora per task against its training rows; hollow: too few test rows for the gate."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,8 +286,9 @@ def gain_plot(results: list[dict], train_rows: dict[str, int], path: Path) -> No
     fig, ax = plt.subplots(figsize=(6, 4))
     for task, rows in train_rows.items():
         gain = 100 * (mean_auc("mtl_lora", task) - mean_auc("lora", task))
-        ax.scatter(rows, gain)
-        ax.annotate(task, (rows, gain), fontsize=7)
+        solid = supported is None or task in supported
+        ax.scatter(rows, gain, color="C0", facecolors="C0" if solid else "none")
+        ax.annotate(task if solid else f"{task} (unsupported)", (rows, gain), fontsize=7)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("training rows of the task")
@@ -427,7 +448,13 @@ def report(workdir: Path) -> int:
     saved = json.loads((workdir / "results.json").read_text())
     results, train_rows = saved["runs"], saved["train_rows"]
     tasks = list(train_rows)
-    parts = ["## Test (chosen setting, mean over seeds)", table(results, tasks),
+    test = sample_test_rows(workdir / "shards", saved["budget"]["test_rows"])
+    supported = supported_tasks(test)
+    rows = test.groupby("task").size().to_dict()
+    parts = ["## Test (chosen setting, mean over seeds)",
+             "test rows per task: " + ", ".join(f"{t} {rows.get(t, 0)}" for t in tasks)
+             + f"; not gate-supported: {', '.join(t for t in tasks if t not in supported) or 'none'}",
+             table(results, tasks, supported),
              "## Tuning trials (seed 0, valid split)", trials_table(results)]
     movement = movement_table(results, tasks, train_rows)
     if movement:
@@ -435,7 +462,7 @@ def report(workdir: Path) -> int:
     markdown = "\n\n".join(parts)
     (workdir / "table.md").write_text(markdown + "\n")
     if {"mtl_lora", "lora"} <= {r["variant"] for r in final_runs(results)}:
-        gain_plot(results, train_rows, workdir / "gain_vs_size.png")
+        gain_plot(results, train_rows, workdir / "gain_vs_size.png", supported)
     print(markdown)
     return 0
 

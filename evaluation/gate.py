@@ -143,6 +143,11 @@ def _support(entry: Mapping[str, Any], policy: GatePolicy) -> tuple[bool, str, d
     return True, "", counts
 
 
+def supported(entry: Mapping[str, Any], policy: GatePolicy) -> bool:
+    """Whether a task's report entry ({"n", "positives", "roc_auc"}) has the support the gate needs."""
+    return _support(entry, policy)[0]
+
+
 def _mean(values: Iterable[float]) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None

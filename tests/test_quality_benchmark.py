@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from benchmarks.quality import TRIALS, chosen_trial, mtl_structure, run_plan, variant_overrides
+from benchmarks.quality import TRIALS, chosen_trial, mtl_structure, run_plan, supported_tasks, table, variant_overrides
 from pipelines.train_config import load_train_config
 from tests.tiny_models import tiny_artifact
 
@@ -55,3 +55,17 @@ def test_structure_measures_movement_from_the_initialisation_training_built(tmp_
             assert moved["lambda_shift"] == pytest.approx(0, abs=1e-7)
             assert moved["mixing_moved"] == pytest.approx(0, abs=1e-7)
             assert moved["concentration_trained"] == pytest.approx(moved["concentration_start"])
+
+
+def test_macro_auc_over_supported_tasks_leaves_out_a_segment_too_small_for_the_gate():
+    import pandas as pd
+
+    from evaluation.gate import GatePolicy
+
+    test = pd.DataFrame({"task": ["big"] * 120 + ["tiny"] * 6, "label": [0, 1] * 60 + [0, 1, 0, 1, 0, 0]})
+    policy = GatePolicy(min_task_positives=2, min_task_negatives=2)
+    assert supported_tasks(test, policy) == ["big"]
+    runs = [{"variant": "lora", "settings": {"lr": 1e-3}, "trainable": 10, "train_s": 1.0, "macro": m,
+             "test": {"big": b, "tiny": t}} for m, b, t in ((0.8, 0.7, 0.9), (0.7, 0.6, 0.8))]
+    row = table(runs, ["big", "tiny"], ["big"]).splitlines()[-1]
+    assert "| 0.7500 ± 0.0707 | 0.6500 ± 0.0707 |" in row
