@@ -272,12 +272,14 @@ def movement_table(results: list[dict], tasks: list[str], train_rows: dict[str, 
     return "\n".join(lines)
 
 
-def gain_plot(results: list[dict], train_rows: dict[str, int], path: Path, supported: list[str] | None = None) -> None:
+def gain_plot(results: list[dict], train_rows: dict[str, int], path: Path, supported: list[str] | None = None,
+              test_rows: dict[str, int] | None = None) -> None:
     """Gain of mtl_lora over lora per task against its training rows; hollow: too few test rows for the gate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     def mean_auc(variant: str, task: str) -> float:
         values = [r["test"][task] for r in final_runs(results, variant) if r["test"].get(task) is not None]
@@ -288,9 +290,13 @@ def gain_plot(results: list[dict], train_rows: dict[str, int], path: Path, suppo
         gain = 100 * (mean_auc("mtl_lora", task) - mean_auc("lora", task))
         solid = supported is None or task in supported
         ax.scatter(rows, gain, color="C0", facecolors="C0" if solid else "none")
-        ax.annotate(task if solid else f"{task} (unsupported)", (rows, gain), fontsize=7)
+        note = f" ({(test_rows or {}).get(task, '?')} test rows: unsupported)" if not solid else ""
+        ax.annotate(task + note, (rows, gain), fontsize=7)
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("training rows of the task")
     ax.set_ylabel("AUC gain of mtl_lora over lora (points)")
     fig.tight_layout()
@@ -462,7 +468,7 @@ def report(workdir: Path) -> int:
     markdown = "\n\n".join(parts)
     (workdir / "table.md").write_text(markdown + "\n")
     if {"mtl_lora", "lora"} <= {r["variant"] for r in final_runs(results)}:
-        gain_plot(results, train_rows, workdir / "gain_vs_size.png", supported)
+        gain_plot(results, train_rows, workdir / "gain_vs_size.png", supported, rows)
     print(markdown)
     return 0
 
