@@ -62,7 +62,7 @@ BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.
 bench: install
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m $$b || exit 1; done
 
-# Quality of every method per segment: about 2 hours on 2 cores, resumable; see benchmarks/quality.py.
+# Quality of every method per segment: about 1.5 hours on 2 cores, resumable; see benchmarks/quality.py.
 bench-quality: install
 	$(PY) -m benchmarks.quality
 

@@ -19,7 +19,7 @@ results.json (every run, updated after each: a rerun resumes where it stopped), 
 gain_vs_size.png (AUC gain of mtl_lora over lora against training rows per task) and
 mtl_structure.json (the chosen mtl_lora trial's learned mixing and Λ_t similarity).
 
-The defaults are sized for about 2 hours on a 2-core CPU (25 runs of 2 epochs over ~3k training
+The defaults are sized for about 1.5 hours on a 2-core CPU (25 runs of 2 epochs over ~3k training
 rows); each run logs its pace and ETA. Methods run one after another, trials then seeds, so an
 interrupted benchmark reports whole methods, and a rerun resumes where it stopped.
 `python -m benchmarks.quality_diagnosis` then checks why the methods differ (headroom, segment cues

@@ -45,7 +45,11 @@ def test_each_method_finishes_its_trials_and_seeds_before_the_next_starts():
 @pytest.mark.parametrize("noise", [0.0, 0.1])
 def test_structure_measures_movement_from_the_initialisation_training_built(tmp_path, noise):
     model = tiny_artifact(tmp_path / "model", TASKS, seed=0, noise=noise)  # its start, plus noise if any
-    config = load_train_config(None, [f"backbone={tmp_path / 'model-backbone'}", "rank=4", "seed=0"])
+    from models.config import AdapterConfig
+
+    tau = AdapterConfig.__dataclass_fields__["temperature"].default  # the tiny artifact's τ
+    config = load_train_config(None, [f"backbone={tmp_path / 'model-backbone'}", "rank=4", "seed=0",
+                                      f"temperature={tau}"])
     per_task = mtl_structure(model, config)["per_task"]
     assert set(per_task) == set(TASKS)
     for moved in per_task.values():
