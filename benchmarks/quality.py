@@ -216,11 +216,11 @@ def final_runs(results: list[dict], variant: str | None = None) -> list[dict]:
 def supported_tasks(test, policy=None) -> list[str]:
     """The tasks whose test rows give the gate's support (evaluation.gate: rows, positives, negatives):
     a tiny segment's AUC over a handful of rows is noise, reported but not averaged in."""
-    from evaluation.gate import GatePolicy, supported
+    from evaluation.gate import GatePolicy, too_few_rows
 
     policy = policy or GatePolicy()
     return [task for task, rows in test.groupby("task")
-            if supported({"n": len(rows), "positives": int(rows["label"].sum()), "roc_auc": 0.5}, policy)]
+            if not too_few_rows(len(rows), int(rows["label"].sum()), int((rows["label"] == 0).sum()), policy)]
 
 
 def _spread(values: list[float]) -> str:

@@ -127,25 +127,24 @@ def _auc(entry: Mapping[str, Any] | None) -> float | None:
     return None if value != value else value  # NaN = not computable
 
 
+def too_few_rows(n: int, positives: int, negatives: int, policy: GatePolicy) -> str:
+    """Why a task's rows are too few for the gate to count it; "" when they are enough."""
+    if n < policy.min_task_rows:
+        return f"{n} rows < {policy.min_task_rows}"
+    if positives < policy.min_task_positives:
+        return f"{positives} positives < {policy.min_task_positives}"
+    if negatives < policy.min_task_negatives:
+        return f"{negatives} negatives < {policy.min_task_negatives}"
+    return ""
+
+
 def _support(entry: Mapping[str, Any], policy: GatePolicy) -> tuple[bool, str, dict[str, int]]:
     n = int(entry.get("n") or 0)
     positives = int(entry.get("positives") or 0)
     negatives = int(entry["negatives"]) if entry.get("negatives") is not None else n - positives
     counts = {"n": n, "positives": positives, "negatives": negatives}
-    if n < policy.min_task_rows:
-        return False, f"{n} rows < {policy.min_task_rows}", counts
-    if positives < policy.min_task_positives:
-        return False, f"{positives} positives < {policy.min_task_positives}", counts
-    if negatives < policy.min_task_negatives:
-        return False, f"{negatives} negatives < {policy.min_task_negatives}", counts
-    if _auc(entry) is None:
-        return False, "no ROC AUC", counts
-    return True, "", counts
-
-
-def supported(entry: Mapping[str, Any], policy: GatePolicy) -> bool:
-    """Whether a task's report entry ({"n", "positives", "roc_auc"}) has the support the gate needs."""
-    return _support(entry, policy)[0]
+    why = too_few_rows(n, positives, negatives, policy) or ("no ROC AUC" if _auc(entry) is None else "")
+    return not why, why, counts
 
 
 def _mean(values: Iterable[float]) -> float | None:

@@ -47,7 +47,7 @@ def test_structure_measures_movement_from_the_initialisation_training_built(tmp_
     model = tiny_artifact(tmp_path / "model", TASKS, seed=0, noise=noise)  # its start, plus noise if any
     from models.config import AdapterConfig
 
-    tau = AdapterConfig.__dataclass_fields__["temperature"].default  # the tiny artifact's τ
+    tau = AdapterConfig(num_tasks=len(TASKS)).temperature  # the tiny artifact's τ
     config = load_train_config(None, [f"backbone={tmp_path / 'model-backbone'}", "rank=4", "seed=0",
                                       f"temperature={tau}"])
     per_task = mtl_structure(model, config)["per_task"]
