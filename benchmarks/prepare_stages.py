@@ -61,7 +61,7 @@ def main() -> int:
 
     from features.errors import UserError
     from features.task_map import load_task_map
-    from pipelines.prepare import PrepareConfig, run_prepare
+    from pipelines.data.prepare import PrepareConfig, run_prepare
     from pipelines.spark import build_session
 
     shutil.rmtree(args.workdir, ignore_errors=True)

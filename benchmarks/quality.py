@@ -68,9 +68,9 @@ def log(message: str) -> None:
 
 def make_shards(workdir: Path, rows: int, split: tuple[float, float, float] = SPLIT) -> Path:
     from features.task_map import load_task_map
-    from pipelines.prepare import PrepareConfig, run_prepare
+    from pipelines.data.prepare import PrepareConfig, run_prepare
+    from pipelines.data.synth import synth_logs, write_logs
     from pipelines.spark import build_session
-    from pipelines.synth import synth_logs, write_logs
 
     shards = workdir / "shards"
     if (shards / "manifest.json").is_file():
@@ -187,7 +187,7 @@ def mtl_structure(model_dir: Path, config) -> dict:
 
     from evaluation.plots import lambda_shift, lambda_similarity, mixing_concentration, mtl_layers
     from models.scoring import Scorer
-    from pipelines.train import build_model
+    from pipelines.training.loop import build_model
 
     scorer = Scorer.load(model_dir)
     trained, names = scorer.model, scorer.task_names
@@ -350,8 +350,8 @@ def main() -> int:
     from mlflow import MlflowClient
 
     from features.shards import read_manifest, task_names
-    from pipelines.train import train
-    from pipelines.train_config import load_train_config
+    from pipelines.training.config import load_train_config
+    from pipelines.training.loop import train
 
     started = time.perf_counter()
     results_path = args.workdir / "results.json"

@@ -57,8 +57,8 @@ def latent_columns(rows: int, seed: int = 0, dirt: float = 0.03) -> pd.DataFrame
     from features.schema import TEXT_LIMITS
     from features.task_map import locale_column
     from features.text import normalise_text_columns
+    from pipelines.data.synth import synth_logs
     from pipelines.spark import build_session
-    from pipelines.synth import synth_logs
 
     spark = build_session("adsrel-quality-diagnosis", "local[2]", {"spark.ui.enabled": "false"})
     logs = synth_logs(spark, rows, seed, dirt).select(

@@ -58,8 +58,8 @@ def make_inputs(workdir: Path, rows: int, length_mix: str) -> tuple[Path, Path]:
     """Candidates (the candidate columns of synthetic logs) and a MiniLM MTL-LoRA artifact."""
     candidates, model = workdir / f"candidates-{length_mix}", workdir / "model"
     if not (candidates / "part-0.parquet").exists():
+        from pipelines.data.synth import synth_logs
         from pipelines.spark import build_session
-        from pipelines.synth import synth_logs
 
         spark = build_session("adsrel-bench-score-inputs", "local[2]", {"spark.ui.enabled": "false"})
         columns = ["query", "ad_id", "ad_title", "ad_description", "display_url", "market", "vertical"]
@@ -158,7 +158,7 @@ def run_baseline(candidates: Path, model: Path) -> dict:
 
 
 def run_adsrel(candidates: Path, model: Path, out: Path, engine: str) -> dict:
-    from pipelines.score import run_score
+    from pipelines.scoring.job import run_score
 
     summary = run_score(str(model), [str(candidates)], str(out), engine=engine,
                         master="local[2]" if engine == "spark" else None)

@@ -41,8 +41,8 @@ def make_shards(workdir: Path, rows: int) -> Path:
 
 
 def adsrel_run(shards: Path, method: str, steps: int, batch_size: int, max_length: int, rank: int) -> float:
-    from pipelines.train import train
-    from pipelines.train_config import load_train_config
+    from pipelines.training.config import load_train_config
+    from pipelines.training.loop import train
 
     config = load_train_config(None, [f"method={method}", f"max_steps={steps}", f"batch_size={batch_size}",
                                       f"max_length={max_length}", f"rank={rank}", "mlflow=false",

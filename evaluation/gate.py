@@ -31,8 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from features.config_file import read_yaml_mapping, reject_unknown_keys
 from features.errors import UserError
 
 TIE_TOLERANCE = 1e-9
@@ -74,23 +73,9 @@ POLICY_FIELDS = {f.name: f for f in dataclasses.fields(GatePolicy)}
 
 def load_policy(path: str | Path | None = None, **overrides: Any) -> GatePolicy:
     """The policy of a YAML file (every key optional, see configs/promotion.yaml), then ``overrides``."""
-    values: dict[str, Any] = {}
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text())
-        except FileNotFoundError:
-            raise UserError(f"policy not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"policy {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise UserError(f"policy {path} must be a mapping of gate keys")
-        values.update(data)
+    values = read_yaml_mapping(path, "policy", "gate keys") if path else {}
     values.update(overrides)
-    unknown = sorted(set(values) - set(POLICY_FIELDS))
-    if unknown:
-        raise UserError(f"policy: unknown key {unknown[0]!r} (known: {', '.join(POLICY_FIELDS)})")
+    reject_unknown_keys(values, POLICY_FIELDS, "policy")
     for key, value in list(values.items()):
         kind = POLICY_FIELDS[key].type
         if value is None and "None" in kind:

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.schema import CORRUPT, LOCALE_PATTERN
 from features.task_map import TaskMap, normalise_locale
 from features.text import normalise_pair_columns
 
@@ -23,16 +24,21 @@ from features.text import normalise_pair_columns
 CANDIDATE_COLUMNS = ("candidate_id", "query", "ad_id", "ad_title", "ad_description", "display_url", "market",
                      "vertical")
 REQUIRED_COLUMNS = ("query", "ad_id", "ad_title", "market", "vertical")
-# A JSON Lines line that did not parse (the Spark engine's PERMISSIVE reader, the local reader).
-CORRUPT = "_corrupt_record"
 # Reasons in the order they are checked: a row gets the first that applies.
 REASONS = ("malformed_record", "missing_query", "missing_ad_id", "no_ad_text", "invalid_market",
            "missing_vertical", "unmapped")
-# A well-formed market after normalisation: language lower case, region upper case (as prepare).
-LOCALE = re.compile(r"[a-z]{2,3}-[A-Z]{2}")
-# Columns of a scored row, in order (docs/architecture.md, "Batch scoring").
-SCORE_COLUMNS = ("candidate_id", "query", "ad_id", "market", "vertical", "task", "score", "model_name",
-                 "model_version", "model_digest", "scored_at")
+LOCALE = re.compile(LOCALE_PATTERN)
+# A scored row, in order (docs/architecture.md, "Batch scoring"): every engine writes this schema.
+SCORE_SCHEMA = pa.schema([
+    ("candidate_id", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("market", pa.string()),
+    ("vertical", pa.string()), ("task", pa.string()), ("score", pa.float64()), ("model_name", pa.string()),
+    ("model_version", pa.string()), ("model_digest", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC")),
+])
+SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
+# The same for every row of a run: the model that scored it, and when.
+MODEL_COLUMNS = ("model_name", "model_version", "model_digest", "scored_at")
+# What is computed per row: the checked candidate's columns and its score.
+ROW_SCHEMA = pa.schema([f for f in SCORE_SCHEMA if f.name not in MODEL_COLUMNS])
 
 
 def as_read(table: pa.Table) -> pa.Table:
@@ -114,3 +120,17 @@ def rejected_rows(table: pa.Table, checked: pa.Table) -> pa.Table:
     """The rows of ``table`` that ``checked`` rejects, as read (strings), with their reason."""
     mask = checked["reason"].is_valid()
     return as_read(table).filter(mask).append_column("reason", checked["reason"].filter(mask))
+
+
+def scored_rows(accepted: pa.Table, scores: Sequence[float]) -> pa.Table:
+    """The accepted rows of :func:`check_candidates` with their scores, as :data:`ROW_SCHEMA`."""
+    columns = [accepted[f.name] for f in ROW_SCHEMA if f.name != "score"]
+    return pa.Table.from_arrays([*columns, pa.array(scores, pa.float64())], schema=ROW_SCHEMA)
+
+
+def with_model_columns(rows: pa.Table, model: dict[str, object]) -> pa.Table:
+    """:func:`scored_rows` plus the run's constant :data:`MODEL_COLUMNS`, as :data:`SCORE_SCHEMA`."""
+    for name in MODEL_COLUMNS:
+        rows = rows.append_column(SCORE_SCHEMA.field(name), pa.array([model[name]] * rows.num_rows,
+                                                                      SCORE_SCHEMA.field(name).type))
+    return rows

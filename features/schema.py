@@ -75,3 +75,8 @@ SHARD_COLUMNS: tuple[str, ...] = (
 )
 
 SPLITS: tuple[str, ...] = ("train", "valid", "test")
+
+# Where a JSON Lines line that did not parse keeps its text, in raw logs and candidates alike.
+CORRUPT = "_corrupt_record"
+# A well-formed market after normalisation: language lower case, region upper case (en-US).
+LOCALE_PATTERN = "[a-z]{2,3}-[A-Z]{2}"

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
+from features.config_file import read_yaml
 from features.errors import UserError
 
 if TYPE_CHECKING:  # Spark is imported only by the Spark helpers: scorers use the map without it
@@ -125,16 +124,7 @@ def parse_task_map(data: object) -> TaskMap:
 
 
 def load_task_map(path: str | Path) -> TaskMap:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"task map not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read task map {path}: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise UserError(f"task map {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_task_map(data)
+    return parse_task_map(read_yaml(path, "task map"))
 
 
 def task_map_by_values(keys: tuple[str, ...], values: list[tuple[str, ...]]) -> TaskMap:

@@ -14,6 +14,7 @@ from typing import Any
 
 from safetensors.torch import load_file, save_file
 
+from features.task_map import TaskMap, parse_task_map
 from models.backbone import fingerprint, load_backbone
 from models.relevance import RelevanceModel, RelevanceModelConfig
 
@@ -62,6 +63,14 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     if meta.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{path} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
     return meta
+
+
+def stored_task_map(meta: dict[str, Any]) -> TaskMap:
+    """The task map a model was trained with, as its metadata stores it (tasks in id order)."""
+    tasks = sorted(meta.get("tasks") or [], key=lambda t: t["id"])
+    if not tasks:
+        raise ArtifactError("the model artifact has no task list")
+    return parse_task_map({"tasks": tasks, "unmapped": meta.get("unmapped") or "quarantine"})
 
 
 def model_digest(directory: str | Path) -> str:

@@ -18,10 +18,9 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
-from features.task_map import parse_task_map
 from features.text import normalise_pair_columns
 from features.tokenize import PairEncoder
-from models.artifact import TOKENIZER_DIR, ArtifactError, load_model, read_metadata
+from models.artifact import TOKENIZER_DIR, ArtifactError, load_model, read_metadata, stored_task_map
 from models.calibration import apply_calibrators
 
 DEFAULT_MAX_LENGTH = 128
@@ -58,11 +57,8 @@ class Scorer:
         self.model = model.eval()
         self.meta = meta
         self.batch_tokens, self.max_batch = batch_tokens, max_batch
-        tasks = sorted(meta.get("tasks") or [], key=lambda t: t["id"])
-        if not tasks:
-            raise ArtifactError("the model artifact has no task list")
-        self.task_names = [t["name"] for t in tasks]
-        self.task_map = parse_task_map({"tasks": tasks, "unmapped": meta.get("unmapped") or "quarantine"})
+        self.task_map = stored_task_map(meta)
+        self.task_names = [t.name for t in self.task_map.tasks]
         self.encoder = PairEncoder(tokenizer, int(meta.get("max_length") or DEFAULT_MAX_LENGTH),
                                    segment=bool(meta.get("segment_in_text")))
         self.mergeable = bool(getattr(model, "encoder", None) is not None and model.encoder.layers)

@@ -145,7 +145,7 @@ class Demo:
         key = State.key(rows=c.rows, candidates=c.candidates, seed=c.seed)
         if self.state.fresh("synth", key) is not None and (self.work / "raw").is_dir():
             return self.skipped("synthetic logs")
-        from pipelines.synth import synth_logs, write_logs
+        from pipelines.data.synth import synth_logs, write_logs
 
         write_logs(synth_logs(self.spark, c.rows, c.seed, 0.03), str(self.work / "raw"))
         candidates = synth_logs(self.spark, c.candidates, c.seed + 1, 0.03).select(*CANDIDATE_COLUMNS)
@@ -160,7 +160,7 @@ class Demo:
             self.skipped("task shards")
             return json.loads((shards / "manifest.json").read_text())
         from features.task_map import load_task_map
-        from pipelines.prepare import PrepareConfig, run_prepare
+        from pipelines.data.prepare import PrepareConfig, run_prepare
 
         manifest = run_prepare(self.spark, [str(self.work / "raw")], str(shards),
                                load_task_map(ROOT / "configs/tasks.yaml"), PrepareConfig())
@@ -190,8 +190,8 @@ class Demo:
     def train(self, method: str, rank: int) -> Path:
         c = self.config
         self.stages.begin(f"train {method} (rank {rank}): {c.steps} steps of {c.batch_size} pairs on {c.backbone}")
-        from pipelines.train import train
-        from pipelines.train_config import load_train_config
+        from pipelines.training.config import load_train_config
+        from pipelines.training.loop import train
 
         settings = [f"method={method}", f"rank={rank}", f"backbone={c.backbone}", f"max_steps={c.steps}",
                     f"eval_every={c.steps}", f"batch_size={c.batch_size}", f"max_length={c.max_length}",
@@ -254,7 +254,8 @@ class Demo:
     def score(self) -> dict:
         self.stages.begin("batch-score the candidates with models:/ads-relevance@champion (adsrel score, Spark)")
         from evaluation.registry import CHAMPION, REGISTERED_MODEL, registered_version
-        from pipelines.score import SUMMARY, run_score
+        from pipelines.scoring.job import run_score
+        from pipelines.scoring.output import SUMMARY
 
         uri = f"models:/{REGISTERED_MODEL}@{CHAMPION}"
         version = registered_version(uri)

@@ -15,8 +15,8 @@ from evaluation.metrics import RANKING_METRICS
 from evaluation.plots import write_plots
 from models.scoring import Scorer
 from pipelines.cli import main
-from pipelines.train import train
-from pipelines.train_config import load_train_config
+from pipelines.training.config import load_train_config
+from pipelines.training.loop import train
 from tests.shard_data import write_shards
 from tests.tiny_models import tiny_artifact
 

@@ -11,7 +11,7 @@ from pyspark.sql import functions as F
 from features.errors import UserError
 from features.shards import manifest_digest
 from features.task_map import load_task_map, locale_column, parse_task_map
-from pipelines.prepare import (
+from pipelines.data.prepare import (
     PrepareConfig,
     aggregate_examples,
     deduplicate_days,
@@ -25,7 +25,7 @@ from pipelines.prepare import (
     with_reason,
     with_segment,
 )
-from pipelines.synth import synth_logs, write_logs
+from pipelines.data.synth import synth_logs, write_logs
 
 RAW = (
     "event_date string, market string, vertical string, query string, ad_id string, "

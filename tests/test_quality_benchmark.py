@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from benchmarks.quality import TRIALS, chosen_trial, mtl_structure, run_plan, supported_tasks, table, variant_overrides
-from pipelines.train_config import load_train_config
+from pipelines.training.config import load_train_config
 from tests.tiny_models import tiny_artifact
 
 TASKS = ("a", "b", "c")

@@ -10,7 +10,7 @@ import pytest
 from features.sampling import TaskBalancedBatches, TaskStream, task_probabilities
 from features.shards import MODEL_COLUMNS, split_files
 from features.tokenize import PairEncoder, ad_text, length_buckets, query_text
-from pipelines.train_config import TrainConfig, load_train_config
+from pipelines.training.config import TrainConfig, load_train_config
 from tests.shard_data import write_shards
 from tests.tiny_models import tiny_tokenizer
 

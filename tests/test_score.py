@@ -22,7 +22,8 @@ from evaluation.registry import REGISTERED_MODEL, log_model
 from features.candidates import SCORE_COLUMNS
 from models.scoring import Scorer
 from pipelines.cli import main
-from pipelines.score import resolve_model, run_score
+from pipelines.scoring.job import run_score
+from pipelines.scoring.model import resolve_model
 from tests.servers import free_port, stop, wait_until_answers
 from tests.tiny_models import tiny_artifact
 
@@ -265,7 +266,7 @@ def test_spark_progress_lines_tell_a_long_stage_s_heartbeats_apart(spark, capsys
     import threading
     import time
 
-    from pipelines.score_spark import _report_progress
+    from pipelines.scoring.engine_spark import _report_progress
 
     def slow(rows):
         time.sleep(2.5)

@@ -1,6 +1,6 @@
 from pyspark.sql import functions as F
 
-from pipelines.synth import DIRT_KINDS, synth_logs
+from pipelines.data.synth import DIRT_KINDS, synth_logs
 
 
 def test_same_seed_same_rows_regardless_of_partitioning(spark):

@@ -20,8 +20,8 @@ from models.config import METHODS
 from models.relevance import trained_names
 from models.scoring import Scorer
 from pipelines.cli import main
-from pipelines.train import TrainingDiverged, build_model, parameter_groups, train
-from pipelines.train_config import load_train_config
+from pipelines.training.config import load_train_config
+from pipelines.training.loop import TrainingDiverged, build_model, parameter_groups, train
 from tests.shard_data import write_shards
 
 ROOT = Path(__file__).resolve().parent.parent

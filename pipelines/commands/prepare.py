@@ -49,8 +49,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.task_map import load_task_map
-    from pipelines.inputs import detect_format
-    from pipelines.prepare import PrepareConfig, run_prepare
+    from pipelines.data.inputs import detect_format
+    from pipelines.data.prepare import PrepareConfig, run_prepare
 
     config = PrepareConfig(
         label_threshold=args.label_threshold,

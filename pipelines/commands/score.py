@@ -32,7 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.errors import UserError
-    from pipelines.score import run_score
+    from pipelines.scoring.job import run_score
 
     if args.batch_rows < 1:
         raise UserError("--batch-rows must be positive")

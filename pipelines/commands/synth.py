@@ -31,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--rows must be positive")
     if not 0.0 <= args.dirt <= 1.0:
         raise UserError("--dirt must be within 0..1")
+    from pipelines.data.synth import synth_logs, write_logs
     from pipelines.spark import build_session
-    from pipelines.synth import synth_logs, write_logs
 
     spark = build_session("adsrel-synth", args.master)
     log("synth", f"generating {args.rows} rows (seed {args.seed})")

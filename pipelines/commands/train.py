@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pipelines.train_config import FIELDS
+from pipelines.training.config import FIELDS
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,8 +32,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipelines.train import train
-    from pipelines.train_config import load_train_config
+    from pipelines.training.config import load_train_config
+    from pipelines.training.loop import train
 
     config = load_train_config(args.config, args.overrides)
     result = train(args.shards, args.output, config, checkpoints=args.checkpoints)

@@ -15,7 +15,7 @@ import pandas as pd
 from features.progress import log
 from models.artifact import META_FILE, TOKENIZER_DIR, WEIGHTS_FILE, save_model
 from models.relevance import RelevanceModel
-from pipelines.train_config import TrainConfig
+from pipelines.training.config import TrainConfig
 
 ARTIFACT_FILES = (WEIGHTS_FILE, TOKENIZER_DIR, META_FILE)  # in the order they are replaced: metadata last
 # Where versions before checkpoints moved out kept them, inside the model directory.

@@ -3,7 +3,7 @@
 shards (pyarrow, streaming, task-balanced) -> RelevanceModel (frozen backbone + adapters + head)
 -> AdamW with warmup + decay, gradient accumulation and clipping, mixed precision where the hardware
 has it -> per-task validation AUC, best model by macro AUC -> model artifact in --output, MLflow run
-and registered pyfunc. Checkpoints go to their own directory (pipelines/checkpoints.py), never into
+and registered pyfunc. Checkpoints go to their own directory (pipelines/training/checkpoints.py), never into
 the model directory. ``accelerate launch`` / ``torchrun`` run it data parallel with no change: every
 process draws the same global batch and trains on its own slice of it.
 """
@@ -32,11 +32,11 @@ from models.backbone import load_backbone, load_tokenizer
 from models.config import AdapterConfig
 from models.mtl_lora import MTLLoRALinear
 from models.relevance import RelevanceModel, RelevanceModelConfig
-from pipelines.checkpoints import Checkpoints, TrainState, default_checkpoint_dir, keep_trained_weights
-from pipelines.model_output import calibrate_artifact, clear_model_dir, save_artifact
-from pipelines.train_config import TrainConfig
-from pipelines.train_tracking import TrainTracker, input_example
-from pipelines.validation import validate, validation_frame
+from pipelines.training.checkpoints import Checkpoints, TrainState, default_checkpoint_dir, keep_trained_weights
+from pipelines.training.config import TrainConfig
+from pipelines.training.model_output import calibrate_artifact, clear_model_dir, save_artifact
+from pipelines.training.tracking import TrainTracker, input_example
+from pipelines.training.validation import validate, validation_frame
 
 
 class TrainingDiverged(UserError):

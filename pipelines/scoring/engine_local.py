@@ -17,29 +17,22 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from features.candidates import CANDIDATE_COLUMNS, CORRUPT, REQUIRED_COLUMNS, check_candidates, rejected_rows
-from features.errors import UserError
+from features.candidates import (
+    CANDIDATE_COLUMNS,
+    REQUIRED_COLUMNS,
+    SCORE_SCHEMA,
+    check_candidates,
+    rejected_rows,
+    scored_rows,
+    with_model_columns,
+)
 from features.progress import Progress
-from pipelines.inputs import FORMATS, data_files, detect_format
-from pipelines.score import Counts, ResolvedModel, model_columns, peak_rss_mib
+from features.schema import CORRUPT
+from pipelines.data.inputs import input_files, require_columns
+from pipelines.scoring.model import ResolvedModel
+from pipelines.scoring.output import Counts, ScoreOutput, peak_rss_mib
 
-SCORE_SCHEMA = pa.schema([
-    ("candidate_id", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("market", pa.string()),
-    ("vertical", pa.string()), ("task", pa.string()), ("score", pa.float64()), ("model_name", pa.string()),
-    ("model_version", pa.string()), ("model_digest", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC")),
-])
 ROWS_PER_FILE = 1_000_000
-
-
-def _files(path: str) -> tuple[str, list[Path]]:
-    fmt = detect_format(path)
-    return fmt, [f for f in data_files(path) if FORMATS.get(f.suffix.lower()) == fmt]
-
-
-def _require(columns: list[str], where: Path) -> None:
-    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
-    if missing:
-        raise UserError(f"{where} lacks required columns: {', '.join(missing)}")
 
 
 def _json_value(value: object) -> str | None:
@@ -76,17 +69,17 @@ _STRINGS = pa.schema([(c, pa.string()) for c in (*CANDIDATE_COLUMNS, CORRUPT)])
 def read_batches(paths: list[str], batch_rows: int) -> Iterator[pa.Table]:
     """Every input row, in batches of about ``batch_rows``, with the columns it has."""
     for path in paths:
-        fmt, files = _files(path)
+        fmt, files = input_files(path)
         for file in files:
             if fmt == "parquet":
                 parquet = pq.ParquetFile(file)
                 columns = [c for c in parquet.schema_arrow.names if c in CANDIDATE_COLUMNS]
-                _require(columns, file)
+                require_columns(columns, REQUIRED_COLUMNS, file)
                 for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
                     yield pa.Table.from_batches([batch])
             elif fmt == "csv":
                 header = pacsv.open_csv(file, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
-                _require(header, file)
+                require_columns(header, REQUIRED_COLUMNS, file)
                 columns = [c for c in header if c in CANDIDATE_COLUMNS]
                 reader = pacsv.open_csv(file, convert_options=pacsv.ConvertOptions(
                     column_types={c: pa.string() for c in columns}, include_columns=columns,
@@ -101,7 +94,7 @@ def count_rows(paths: list[str]) -> int:
     """The input rows, for the progress bar: Parquet metadata, or lines of text."""
     total = 0
     for path in paths:
-        fmt, files = _files(path)
+        fmt, files = input_files(path)
         for file in files:
             if fmt == "parquet":
                 total += pq.ParquetFile(file).metadata.num_rows
@@ -151,12 +144,12 @@ class _Writers:
             writer.close()
 
 
-def score_locally(resolved: ResolvedModel, candidates: list[str], out, *, scored_at: datetime,
+def score_locally(resolved: ResolvedModel, candidates: list[str], out: ScoreOutput, *, scored_at: datetime,
                   batch_rows: int = 4096) -> Counts:
     from models.scoring import Scorer
 
     scorer = Scorer.load(resolved.model_dir)
-    constant = model_columns(resolved, scored_at)
+    constant = resolved.columns(scored_at)
     counts = Counts(input_rows=0, scored=0)
     writers = _Writers(out.path("scores"), out.path("rejected"))
     progress = Progress("score", count_rows(candidates), every=max(batch_rows, 1), unit="pairs")
@@ -171,11 +164,7 @@ def score_locally(resolved: ResolvedModel, candidates: list[str], out, *, scored
             accepted = checked.filter(pc.is_null(checked["reason"]))
             if accepted.num_rows:
                 scores = scorer.predict(accepted.to_pandas())
-                rows = {c: accepted[c] for c in ("candidate_id", "query", "ad_id", "market", "vertical", "task")}
-                rows["score"] = pa.array(scores, pa.float64())
-                rows.update({k: pa.array([v] * accepted.num_rows, SCORE_SCHEMA.field(k).type)
-                             for k, v in constant.items()})
-                writers.write_scores(pa.table(rows, schema=SCORE_SCHEMA))
+                writers.write_scores(with_model_columns(scored_rows(accepted, scores), constant))
             counts.input_rows += table.num_rows
             counts.scored += accepted.num_rows
             progress.update(table.num_rows)

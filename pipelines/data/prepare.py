@@ -25,15 +25,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.compute as pc
-from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 
 from features.errors import UserError
 from features.progress import log
 from features.schema import (
+    CORRUPT,
     LABEL_SOURCES,
+    LOCALE_PATTERN,
     LOWERCASED_TEXT,
     MAX_GRADE,
     MIN_GRADE,
@@ -54,17 +54,16 @@ from features.task_map import (
     task_name_column,
 )
 from features.text import is_blank, normalise_text_columns
-from pipelines.inputs import detect_format
+from pipelines.data.inputs import read_with_spark
 
 SCHEMA_VERSION = 1
-CORRUPT = "_corrupt_record"
 KEY = ("query", "ad_id", "market")
 # A 64-bit hash of KEY that leads the grouping keys of both aggregations: the sort before them then
 # compares longs instead of query strings that often share their first bytes.
 KEY_HASH = "_key_hash"
 # A well-formed market: language lower case, region upper case. \z, not $: Java's $ also matches before
 # a final line break, which let 'en-US\n' through.
-LOCALE = r"\A[a-z]{2,3}-[A-Z]{2}\z"
+LOCALE = rf"\A{LOCALE_PATTERN}\z"
 # Shard columns with (nearly) one value per example, ad_title included: Parquet's dictionary encoding
 # only fails and falls back for them, and trying costs a good part of the shard write.
 PLAIN_ENCODED = ("example_id", "ad_id", "ad_title", "ad_description")
@@ -129,20 +128,7 @@ def read_input(spark: SparkSession, path: str) -> DataFrame:
     else is read as a string, so that a malformed value becomes a quarantine reason, not a failure.
     An optional column the input lacks is null.
     """
-    fmt = detect_format(path)
-    try:
-        if fmt == "json":
-            schema = T.StructType([T.StructField(c, T.StringType()) for c in (*RAW_COLUMNS, CORRUPT)])
-            df = spark.read.schema(schema).option("mode", "PERMISSIVE").json(path)
-        elif fmt == "csv":
-            df = spark.read.option("header", True).option("inferSchema", False).csv(path)
-        else:
-            df = spark.read.parquet(path)
-    except AnalysisException as exc:
-        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-    if missing:
-        raise UserError(f"{path} lacks required columns: {', '.join(missing)}")
+    df = read_with_spark(spark, path, columns=RAW_COLUMNS, required=REQUIRED_COLUMNS)
     columns = [
         F.lit(None).cast(RAW_TYPES[c]).alias(c) if c not in df.columns
         else F.col(c) if _has_canonical_type(df, c)

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from features.config_file import read_yaml_mapping, reject_unknown_keys
 from features.errors import UserError
 from models.backbone import DEFAULT_BACKBONE
 from models.config import LAMBDA_FORMS, METHODS, MIXING_INITS
@@ -116,23 +117,11 @@ def parse_override(item: str) -> tuple[str, Any]:
 
 
 def load_train_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    values: dict[str, Any] = {}
-    if path:
-        try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise UserError(f"config not found: {path}") from None
-        except yaml.YAMLError as exc:
-            raise UserError(f"config {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-        if not isinstance(data, dict):
-            raise UserError(f"config {path} must be a mapping of training keys")
-        values.update(data)
+    values = read_yaml_mapping(path, "config", "training keys") if path else {}
     for item in overrides or []:
         key, value = parse_override(item)
         values[key] = value
-    unknown = sorted(set(values) - set(FIELDS))
-    if unknown:
-        raise UserError(f"config: unknown key {unknown[0]!r} (known: {', '.join(sorted(FIELDS))})")
+    reject_unknown_keys(values, sorted(FIELDS), "config")
     for key, value in list(values.items()):
         kind = FIELDS[key].type
         try:

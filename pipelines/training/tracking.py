@@ -14,7 +14,7 @@ from evaluation.registry import log_model, logged_model
 from evaluation.tracking import set_experiment
 from features.progress import log
 from features.shards import TEXT_COLUMNS
-from pipelines.train_config import TrainConfig
+from pipelines.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -28,20 +28,30 @@ from pyspark.accumulators import AccumulatorParam
 from pyspark.sql import DataFrame, Observation, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema, from_arrow_type
 
-from features.candidates import CANDIDATE_COLUMNS, CORRUPT, REASONS, REQUIRED_COLUMNS, check_candidates, rejected_rows
-from features.errors import UserError
+from features.candidates import (
+    CANDIDATE_COLUMNS,
+    MODEL_COLUMNS,
+    REASONS,
+    REQUIRED_COLUMNS,
+    ROW_SCHEMA,
+    SCORE_SCHEMA,
+    check_candidates,
+    rejected_rows,
+    scored_rows,
+)
 from features.progress import log
+from features.schema import CORRUPT
 from features.task_map import TaskMap
 from models.backbone import DEFAULT_BACKBONE, resolve_backbone
-from pipelines.inputs import detect_format
-from pipelines.score import Counts, ResolvedModel, model_columns, peak_rss_mib
+from pipelines.data.inputs import read_with_spark
+from pipelines.scoring.model import ResolvedModel
+from pipelines.scoring.output import Counts, ScoreOutput, peak_rss_mib
 
 STRING_INPUT = T.StructType([T.StructField(c, T.StringType()) for c in (*CANDIDATE_COLUMNS, CORRUPT)])
 REJECTED = T.StructType([*STRING_INPUT.fields, T.StructField("reason", T.StringType())])
-SCORED = T.StructType([T.StructField(c, T.StringType()) for c in ("candidate_id", "query", "ad_id", "market",
-                                                                  "vertical", "task")]
-                      + [T.StructField("score", T.DoubleType())])
+SCORED = from_arrow_schema(ROW_SCHEMA)
 
 
 class MaxParam(AccumulatorParam):
@@ -58,16 +68,7 @@ def read_candidates(spark: SparkSession, paths: list[str]) -> DataFrame:
     """Every input as the candidate columns, strings (absent ones null), plus _corrupt_record."""
     frames = []
     for path in paths:
-        fmt = detect_format(path)
-        if fmt == "json":
-            df = spark.read.schema(STRING_INPUT).option("mode", "PERMISSIVE").json(path)
-        elif fmt == "csv":
-            df = spark.read.option("header", True).option("inferSchema", False).csv(path)
-        else:
-            df = spark.read.parquet(path)
-        missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
-        if missing:
-            raise UserError(f"{path} lacks required columns: {', '.join(missing)}")
+        df = read_with_spark(spark, path, columns=CANDIDATE_COLUMNS, required=REQUIRED_COLUMNS)
         frames.append(df.select(*[F.col(c).cast("string").alias(c) if c in df.columns
                                   else F.lit(None).cast("string").alias(c) for c in STRING_INPUT.fieldNames()]))
     df = frames[0]
@@ -122,9 +123,7 @@ def _scored_batches(shipped: ShippedModel, memory, loads, batches: Iterator[pa.R
         checked = check_candidates(pa.Table.from_batches([batch]), scorer.task_map)
         accepted = checked.filter(pc.is_null(checked["reason"]))
         if accepted.num_rows:
-            scores = scorer.predict(accepted.to_pandas())
-            columns = [accepted[c] for c in SCORED.fieldNames()[:-1]] + [pa.array(scores, pa.float64())]
-            yield from pa.Table.from_arrays(columns, names=SCORED.fieldNames()).to_batches()
+            yield from scored_rows(accepted, scorer.predict(accepted.to_pandas())).to_batches()
     memory.add(peak_rss_mib())
 
 
@@ -158,7 +157,7 @@ def _report_progress(spark: SparkSession, done: threading.Event, every_s: float 
             log("score", f"{text} ({time.monotonic() - started:.0f} s)")
 
 
-def score_with_spark(resolved: ResolvedModel, candidates: list[str], out, *, master: str | None,
+def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: ScoreOutput, *, master: str | None,
                      scored_at: datetime, spark: SparkSession | None = None) -> Counts:
     from pipelines.spark import build_session
 
@@ -186,9 +185,9 @@ def score_with_spark(resolved: ResolvedModel, candidates: list[str], out, *, mas
         memory, loads = spark.sparkContext.accumulator(0.0, MaxParam()), spark.sparkContext.accumulator(0)
         scored_seen = Observation("scored")
         scored = df.mapInArrow(lambda batches: _scored_batches(shipped, memory, loads, batches), SCORED)
-        constant = model_columns(resolved, scored_at)
-        scored = scored.withColumns({k: F.lit(v).cast("timestamp" if k == "scored_at" else "string")
-                                     for k, v in constant.items()})
+        constant = resolved.columns(scored_at)
+        scored = scored.withColumns({k: F.lit(constant[k]).cast(from_arrow_type(SCORE_SCHEMA.field(k).type))
+                                     for k in MODEL_COLUMNS})
         scored = scored.observe(scored_seen, F.count(F.lit(1)).alias("rows"))
         scored.write.mode("overwrite").parquet(str(out.path("scores")))
         input_rows = df.count()
