@@ -57,64 +57,58 @@ VERTICALS = {
 DOMAINS = {"en-US": ".com", "en-GB": ".co.uk", "en-IN": ".in", "en-CA": ".ca", "en-AU": ".com.au"}
 CURRENCY = {"en-US": "$", "en-GB": "£", "en-IN": "₹", "en-CA": "C$", "en-AU": "A$"}
 
-# 5 groups x 4 topics per vertical; topics in one group are neighbours.
-TOPICS: dict[str, list[list[str]]] = {
-    "retail": [
-        ["running shoes", "trail shoes", "sneakers", "hiking boots"],
-        ["laptop", "tablet", "wireless headphones", "smartwatch"],
-        ["sofa", "dining table", "memory foam mattress", "office chair"],
-        ["coffee maker", "blender", "air fryer", "stand mixer"],
-        ["winter jacket", "slim fit jeans", "rain coat", "hoodie"],
-    ],
-    "travel": [
-        ["barcelona", "madrid", "lisbon", "seville"],
-        ["rome", "florence", "venice", "milan"],
-        ["bangkok", "phuket", "bali", "singapore"],
-        ["san francisco", "los angeles", "las vegas", "san diego"],
-        ["london", "edinburgh", "manchester", "york"],
-    ],
-    "finance": [
-        ["credit card", "travel credit card", "cashback card", "balance transfer card"],
-        ["personal loan", "car loan", "student loan", "debt consolidation loan"],
-        ["mortgage", "remortgage", "home equity loan", "first time buyer mortgage"],
-        ["stock trading app", "index fund", "retirement account", "robo advisor"],
-        ["car insurance", "home insurance", "life insurance", "pet insurance"],
-    ],
-    "automotive": [
-        ["toyota rav4", "honda cr-v", "ford escape", "mazda cx-5"],
-        ["toyota camry", "honda accord", "hyundai sonata", "nissan altima"],
-        ["ford f-150", "ram 1500", "chevy silverado", "toyota tacoma"],
-        ["tesla model 3", "nissan leaf", "chevy bolt", "hyundai ioniq 5"],
-        ["all season tires", "brake pads", "car battery", "oil change"],
-    ],
-    "health": [
-        ["dentist", "teeth whitening", "orthodontist", "dental implants"],
-        ["optician", "contact lenses", "eye test", "prescription glasses"],
-        ["gym membership", "personal trainer", "yoga classes", "pilates studio"],
-        ["allergy relief", "pain relief", "vitamin d", "sleep aid"],
-        ["physiotherapy", "chiropractor", "sports massage", "back pain clinic"],
-    ],
-    "education": [
-        ["spanish course", "french lessons", "english tutor", "german classes"],
-        ["coding bootcamp", "data science course", "python course", "web design course"],
-        ["online mba", "nursing degree", "teaching certificate", "law degree"],
-        ["sat prep", "ielts prep", "gre prep", "gmat prep"],
-        ["piano lessons", "guitar lessons", "drawing classes", "photography course"],
-    ],
-}
-BRANDS: dict[str, list[str]] = {
-    "retail": ["Nike", "Adidas", "Apple", "Samsung", "IKEA", "Dyson", "Marks & Spencer", "Levi's"],
-    "travel": ["Expedia", "Booking.com", "Airbnb", "Ryanair", "easyJet", "Marriott", "Hilton",
-               "B&B Hotels"],
-    "finance": ["Chase", "Barclays", "HSBC", "American Express", "Capital One", "Vanguard",
-                "Wells Fargo", "Lloyd's"],
-    "automotive": ["Toyota", "Ford", "Honda", "AutoTrader", "CarMax", "Halfords", "Pep Boys",
-                   "Kelley Blue Book"],
-    "health": ["Boots", "Specsavers", "CVS", "Walgreens", "PureGym", "Bupa", "Aspen Dental",
-               "Holland & Barrett"],
-    "education": ["Coursera", "Udemy", "Duolingo", "Kaplan", "Berlitz", "edX", "Open University",
-                  "Princeton Review"],
-}
+
+def _table(text: str) -> dict[str, list[list[str]]]:
+    """Parses ``key: a | b | ...`` lines into {key: [[a, b, ...], ...]}, keys and rows as written."""
+    rows: dict[str, list[list[str]]] = {}
+    for line in text.strip().splitlines():
+        key, items = line.split(":", 1)
+        rows.setdefault(key.strip(), []).append([item.strip() for item in items.split("|")])
+    return rows
+
+
+# 5 groups x 4 topics per vertical, a line a group; topics in one group are neighbours.
+TOPICS: dict[str, list[list[str]]] = _table("""
+retail:     running shoes | trail shoes | sneakers | hiking boots
+retail:     laptop | tablet | wireless headphones | smartwatch
+retail:     sofa | dining table | memory foam mattress | office chair
+retail:     coffee maker | blender | air fryer | stand mixer
+retail:     winter jacket | slim fit jeans | rain coat | hoodie
+travel:     barcelona | madrid | lisbon | seville
+travel:     rome | florence | venice | milan
+travel:     bangkok | phuket | bali | singapore
+travel:     san francisco | los angeles | las vegas | san diego
+travel:     london | edinburgh | manchester | york
+finance:    credit card | travel credit card | cashback card | balance transfer card
+finance:    personal loan | car loan | student loan | debt consolidation loan
+finance:    mortgage | remortgage | home equity loan | first time buyer mortgage
+finance:    stock trading app | index fund | retirement account | robo advisor
+finance:    car insurance | home insurance | life insurance | pet insurance
+automotive: toyota rav4 | honda cr-v | ford escape | mazda cx-5
+automotive: toyota camry | honda accord | hyundai sonata | nissan altima
+automotive: ford f-150 | ram 1500 | chevy silverado | toyota tacoma
+automotive: tesla model 3 | nissan leaf | chevy bolt | hyundai ioniq 5
+automotive: all season tires | brake pads | car battery | oil change
+health:     dentist | teeth whitening | orthodontist | dental implants
+health:     optician | contact lenses | eye test | prescription glasses
+health:     gym membership | personal trainer | yoga classes | pilates studio
+health:     allergy relief | pain relief | vitamin d | sleep aid
+health:     physiotherapy | chiropractor | sports massage | back pain clinic
+education:  spanish course | french lessons | english tutor | german classes
+education:  coding bootcamp | data science course | python course | web design course
+education:  online mba | nursing degree | teaching certificate | law degree
+education:  sat prep | ielts prep | gre prep | gmat prep
+education:  piano lessons | guitar lessons | drawing classes | photography course
+""")
+# 8 brands per vertical.
+BRANDS: dict[str, list[str]] = {vertical: rows[0] for vertical, rows in _table("""
+retail:     Nike | Adidas | Apple | Samsung | IKEA | Dyson | Marks & Spencer | Levi's
+travel:     Expedia | Booking.com | Airbnb | Ryanair | easyJet | Marriott | Hilton | B&B Hotels
+finance:    Chase | Barclays | HSBC | American Express | Capital One | Vanguard | Wells Fargo | Lloyd's
+automotive: Toyota | Ford | Honda | AutoTrader | CarMax | Halfords | Pep Boys | Kelley Blue Book
+health:     Boots | Specsavers | CVS | Walgreens | PureGym | Bupa | Aspen Dental | Holland & Barrett
+education:  Coursera | Udemy | Duolingo | Kaplan | Berlitz | edX | Open University | Princeton Review
+""").items()}
 INTENTS = ["", "buy", "best", "cheap", "budget", "discount", "top rated", "compare", "new", "book"]
 BUDGET_INTENTS = ["cheap", "budget", "discount"]
 SUFFIXES = ["", "", "near me", "2026", "reviews", "deals", "online", "prices", "offers"]
@@ -188,112 +182,169 @@ def clean_rows(spark: SparkSession, rows: int, seed: int, partitions: int | None
 
 def with_clean_content(df: DataFrame, seed: int, row: Column) -> DataFrame:
     """Adds every raw column (plus ``_grade``, ``_relation``) generated from the ``row`` id column."""
+    return (
+        df.transform(_draw_content, seed, row)
+        .transform(_place_ad)
+        .transform(_with_segment_and_query)
+        .transform(_with_ad_ids, seed)
+        .transform(_with_ad_copy)
+        .transform(_with_latent_grade)
+        .transform(_with_observations, seed, row)
+        .transform(_drop_working_columns)
+    )
+
+
+# Working columns named ``_*_index`` are 0-based indices into the tables above (topics and brands
+# counted within their vertical).
+_ALL_TOPICS = [t for v in VERTICAL_LIST for group in TOPICS[v] for t in group]
+_ALL_BRANDS = [b for v in VERTICAL_LIST for b in BRANDS[v]]
+
+
+def _topic_name(vertical: Column, topic: Column) -> Column:
+    """The text of topic ``topic`` of vertical ``vertical``."""
+    return _pick(_ALL_TOPICS, vertical * TOPICS_PER_VERTICAL + topic)
+
+
+def _brand_name(vertical: Column, brand: Column) -> Column:
+    """The name of brand ``brand`` of vertical ``vertical``."""
+    return _pick(_ALL_BRANDS, vertical * BRANDS_PER_VERTICAL + brand)
+
+
+def _draw_content(df: DataFrame, seed: int, row: Column) -> DataFrame:
+    """Draws each independent choice of the row's content once; later steps only combine them."""
 
     def u(salt: str) -> Column:
         return _uniform(seed, row, salt)
 
-    all_topics = [t for v in VERTICAL_LIST for group in TOPICS[v] for t in group]
-    all_brands = [b for v in VERTICAL_LIST for b in BRANDS[v]]
-    markets = list(MARKETS)
-
-    df = df.withColumns(
+    return df.withColumns(
         {
-            "_m": _weighted(MARKETS, u("market")),
-            "_v": _weighted(VERTICALS, u("vertical")),
-            "_rel": _weighted(RELATIONS, u("relation")),
-            "_qt": _index(u("query_topic"), TOPICS_PER_VERTICAL),
-            "_qb": _index(u("query_brand"), BRANDS_PER_VERTICAL),
-            "_has_qb": u("has_query_brand") < 0.4,
-            "_intent": _index(u("intent"), len(INTENTS)),
-            "_suffix": _index(u("suffix"), len(SUFFIXES)),
-            "_k": _index(u("k"), 3),
-            "_ov": _index(u("other_vertical"), len(VERTICAL_LIST) - 1),
-            "_ab": _index(u("ad_brand"), BRANDS_PER_VERTICAL),
-            "_spell": _index(u("spelling"), len(SPELLINGS)),
+            "_market_index": _weighted(MARKETS, u("market")),
+            "_vertical_index": _weighted(VERTICALS, u("vertical")),
+            "_relation_index": _weighted(RELATIONS, u("relation")),
+            "_query_topic_index": _index(u("query_topic"), TOPICS_PER_VERTICAL),
+            "_query_brand_index": _index(u("query_brand"), BRANDS_PER_VERTICAL),
+            "_query_names_brand": u("has_query_brand") < 0.4,
+            "_intent_index": _index(u("intent"), len(INTENTS)),
+            "_suffix_index": _index(u("suffix"), len(SUFFIXES)),
+            "_topic_shift": _index(u("k"), 3),
+            "_vertical_shift": _index(u("other_vertical"), len(VERTICAL_LIST) - 1),
+            "_any_ad_brand_index": _index(u("ad_brand"), BRANDS_PER_VERTICAL),
+            "_spelling_index": _index(u("spelling"), len(SPELLINGS)),
             "_us_spelling": u("us_spelling") < 0.5,
-            "_price": _index(u("price"), len(PRICE_WORDS)),
-            "_cta": _index(u("cta"), len(CTAS)),
+            "_price_word_index": _index(u("price"), len(PRICE_WORDS)),
+            "_cta_index": _index(u("cta"), len(CTAS)),
             "_creative": _index(u("creative"), 4),
+            "_price_from": (F.floor(u("price_from") * 90) + 9).cast("string"),
+            "_day_offset": _index(u("date"), 90),
         }
     )
-    relation = _pick(list(RELATIONS), F.col("_rel"))
-    group = F.floor(F.col("_qt") / PER_GROUP).cast("int")
+
+
+def _place_ad(df: DataFrame) -> DataFrame:
+    """Decides the ad's vertical, topic and brand from its relation to the query."""
+    relation = _pick(list(RELATIONS), F.col("_relation_index"))
+    topic, shift = F.col("_query_topic_index"), F.col("_topic_shift")
+    group = F.floor(topic / PER_GROUP).cast("int")
     ad_topic = (
-        F.when(relation.isin("exact", "competitor"), F.col("_qt"))
-        .when(relation == "neighbour", group * PER_GROUP + F.pmod(F.col("_qt") + 1 + F.col("_k"), PER_GROUP))
+        F.when(relation.isin("exact", "competitor"), topic)
+        .when(relation == "neighbour", group * PER_GROUP + F.pmod(topic + 1 + shift, PER_GROUP))
         .when(relation == "other_group",
-              F.pmod(group + 1 + F.col("_k"), GROUPS) * PER_GROUP + F.pmod(F.col("_qt"), PER_GROUP))
-        .otherwise(F.col("_qt"))
+              F.pmod(group + 1 + shift, GROUPS) * PER_GROUP + F.pmod(topic, PER_GROUP))
+        .otherwise(topic)
     )
+    vertical = F.col("_vertical_index")
     ad_vertical = F.when(
-        relation == "off_topic", F.pmod(F.col("_v") + 1 + F.col("_ov"), len(VERTICAL_LIST))
-    ).otherwise(F.col("_v"))
+        relation == "off_topic", F.pmod(vertical + 1 + F.col("_vertical_shift"), len(VERTICAL_LIST))
+    ).otherwise(vertical)
+    query_brand, any_brand = F.col("_query_brand_index"), F.col("_any_ad_brand_index")
     ad_brand = (
         F.when(relation == "competitor",
-               F.pmod(F.col("_qb") + 1 + F.pmod(F.col("_ab"), BRANDS_PER_VERTICAL - 1), BRANDS_PER_VERTICAL))
-        .when((relation == "exact") & F.col("_has_qb"), F.col("_qb"))
-        .otherwise(F.col("_ab"))
+               F.pmod(query_brand + 1 + F.pmod(any_brand, BRANDS_PER_VERTICAL - 1), BRANDS_PER_VERTICAL))
+        .when((relation == "exact") & F.col("_query_names_brand"), query_brand)
+        .otherwise(any_brand)
     )
-    has_query_brand = F.col("_has_qb") | (relation == "competitor")
-    df = df.withColumns(
+    return df.withColumns(
         {
             "_relation": relation,
-            "_has_qb": has_query_brand,
-            "_at": ad_topic,
-            "_av": ad_vertical,
-            "_abr": ad_brand,
+            "_query_has_brand": F.col("_query_names_brand") | (relation == "competitor"),
+            "_ad_topic_index": ad_topic,
+            "_ad_vertical_index": ad_vertical,
+            "_ad_brand_index": ad_brand,
         }
     )
 
-    market = _pick(markets, F.col("_m"))
-    vertical = _pick(VERTICAL_LIST, F.col("_v"))
-    query_topic = _pick(all_topics, F.col("_v") * TOPICS_PER_VERTICAL + F.col("_qt"))
-    query_brand = F.lower(_pick(all_brands, F.col("_v") * BRANDS_PER_VERTICAL + F.col("_qb")))
-    ad_topic_text = _pick(all_topics, F.col("_av") * TOPICS_PER_VERTICAL + F.col("_at"))
-    ad_brand_text = _pick(all_brands, F.col("_av") * BRANDS_PER_VERTICAL + F.col("_abr"))
-    intent = _pick(INTENTS, F.col("_intent"))
-    price_word = _pick(PRICE_WORDS, F.col("_price"))
-    spelling = F.when(
-        F.col("_us_spelling"), _pick([s[0] for s in SPELLINGS], F.col("_spell"))
-    ).otherwise(_pick([s[1] for s in SPELLINGS], F.col("_spell")))
-    currency = _pick([CURRENCY[m] for m in markets], F.col("_m"))
-    domain = _pick([DOMAINS[m] for m in markets], F.col("_m"))
-    slug = F.regexp_replace(F.lower(ad_brand_text), "[^a-z0-9]", "")
-    price_from = (F.floor(u("price_from") * 90) + 9).cast("string")
 
+def _with_segment_and_query(df: DataFrame) -> DataFrame:
+    """Adds the date, the segment and the query text: intent, brand when named, topic, suffix."""
+    vertical = F.col("_vertical_index")
+    intent = _pick(INTENTS, F.col("_intent_index"))
+    suffix = _pick(SUFFIXES, F.col("_suffix_index"))
     query = F.concat_ws(
         " ",
         F.when(intent != "", intent),
-        F.when(F.col("_has_qb"), query_brand),
-        query_topic,
-        F.when(_pick(SUFFIXES, F.col("_suffix")) != "", _pick(SUFFIXES, F.col("_suffix"))),
+        F.when(F.col("_query_has_brand"), F.lower(_brand_name(vertical, F.col("_query_brand_index")))),
+        _topic_name(vertical, F.col("_query_topic_index")),
+        F.when(suffix != "", suffix),
     )
-    title_topic = F.initcap(ad_topic_text)
-    ad_title = F.concat_ws(
-        " ",
-        ad_brand_text,
-        F.when(price_word != "", F.initcap(price_word)),
-        title_topic,
-        F.lit("-"),
-        _pick(CTAS, F.col("_cta")),
-    )
-    ad_description = F.concat(
-        spelling, F.lit(". "), title_topic, F.lit(" from "), currency, price_from,
-        F.lit(". "), ad_brand_text, F.lit(" - trusted by millions."),
-    )
-    display_url = F.concat(
-        F.lit("www."), slug, domain, F.lit("/"), F.regexp_replace(ad_topic_text, " ", "-")
-    )
-    ad_key = F.concat_ws("|", F.col("_av"), F.col("_at"), F.col("_abr"), F.col("_price"),
-                         F.col("_spell"), F.col("_us_spelling"), F.col("_cta"), F.col("_creative"))
-    ad_id = F.concat(F.lit("ad-"), F.lower(F.hex(F.xxhash64(F.lit(seed), ad_key))))
-    advertiser_id = F.concat(
-        F.lit("adv-"), (F.col("_av") * BRANDS_PER_VERTICAL + F.col("_abr") + 1000).cast("string")
+    first_day = F.lit("2026-01-01").cast("date")
+    return df.withColumns(
+        {
+            "event_date": F.date_format(F.date_add(first_day, F.col("_day_offset")), "yyyy-MM-dd"),
+            "market": _pick(list(MARKETS), F.col("_market_index")),
+            "vertical": _pick(VERTICAL_LIST, vertical),
+            "query": query,
+        }
     )
 
-    # Latent relevance: the rules of the module docstring, in order.
-    is_budget = intent.isin(BUDGET_INTENTS)
-    is_premium = price_word.isin(PREMIUM_WORDS)
+
+def _with_ad_ids(df: DataFrame, seed: int) -> DataFrame:
+    """Identifies an ad by its content (the same creative is the same ad) and its advertiser by brand."""
+    content = (
+        "_ad_vertical_index", "_ad_topic_index", "_ad_brand_index", "_price_word_index",
+        "_spelling_index", "_us_spelling", "_cta_index", "_creative",
+    )
+    ad_key = F.concat_ws("|", *[F.col(c) for c in content])
+    brand = F.col("_ad_vertical_index") * BRANDS_PER_VERTICAL + F.col("_ad_brand_index")
+    return df.withColumns(
+        {
+            "ad_id": F.concat(F.lit("ad-"), F.lower(F.hex(F.xxhash64(F.lit(seed), ad_key)))),
+            "advertiser_id": F.concat(F.lit("adv-"), (brand + 1000).cast("string")),
+        }
+    )
+
+
+def _with_ad_copy(df: DataFrame) -> DataFrame:
+    """Writes the ad: title, description (spelling and price phrases), URL on the market's domain."""
+    vertical, market = F.col("_ad_vertical_index"), F.col("_market_index")
+    brand = _brand_name(vertical, F.col("_ad_brand_index"))
+    topic = _topic_name(vertical, F.col("_ad_topic_index"))
+    title_topic = F.initcap(topic)
+    price_word = _pick(PRICE_WORDS, F.col("_price_word_index"))
+    phrase = F.col("_spelling_index")
+    spelling = F.when(F.col("_us_spelling"), _pick([us for us, _ in SPELLINGS], phrase)).otherwise(
+        _pick([uk for _, uk in SPELLINGS], phrase)
+    )
+    currency = _pick([CURRENCY[m] for m in MARKETS], market)
+    domain = _pick([DOMAINS[m] for m in MARKETS], market)
+    slug = F.regexp_replace(F.lower(brand), "[^a-z0-9]", "")
+    cta = _pick(CTAS, F.col("_cta_index"))
+    return df.withColumns(
+        {
+            "ad_title": F.concat_ws(
+                " ", brand, F.when(price_word != "", F.initcap(price_word)), title_topic, F.lit("-"), cta
+            ),
+            "ad_description": F.concat(
+                spelling, F.lit(". "), title_topic, F.lit(" from "), currency, F.col("_price_from"),
+                F.lit(". "), brand, F.lit(" - trusted by millions."),
+            ),
+            "display_url": F.concat(F.lit("www."), slug, domain, F.lit("/"), F.regexp_replace(topic, " ", "-")),
+        }
+    )
+
+
+def _with_latent_grade(df: DataFrame) -> DataFrame:
+    """Grades the pair as a human judge would: the rules of the module docstring, in order."""
+    relation, market, vertical = F.col("_relation"), F.col("market"), F.col("vertical")
     grade = (
         F.when(relation == "off_topic", 0)
         .when(relation == "other_group", 1)
@@ -307,31 +358,21 @@ def with_clean_content(df: DataFrame, seed: int, row: Column) -> DataFrame:
     spelling_penalty = F.col("_us_spelling") & (
         (market == "en-GB") | ((market == "en-AU") & (vertical == "retail"))
     )
+    is_budget = _pick(INTENTS, F.col("_intent_index")).isin(BUDGET_INTENTS)
+    is_premium = _pick(PRICE_WORDS, F.col("_price_word_index")).isin(PREMIUM_WORDS)
     price_penalty = (
         is_budget & is_premium & market.isin("en-US", "en-CA") & vertical.isin("retail", "travel")
     )
-    grade = (
-        F.when((grade >= 3) & (spelling_penalty | price_penalty), 2)
-        .otherwise(grade)
-    )
-    df = df.withColumns(
-        {
-            "event_date": F.date_format(
-                F.date_add(F.lit("2026-01-01").cast("date"), _index(u("date"), 90)), "yyyy-MM-dd"
-            ),
-            "market": market,
-            "vertical": vertical,
-            "query": query,
-            "ad_id": ad_id,
-            "advertiser_id": advertiser_id,
-            "ad_title": ad_title,
-            "ad_description": ad_description,
-            "display_url": display_url,
-            "_grade": grade.cast("int"),
-        }
-    )
+    grade = F.when((grade >= 3) & (spelling_penalty | price_penalty), 2).otherwise(grade)
+    return df.withColumn("_grade", grade.cast("int"))
 
-    # Observations: long-tailed impressions, position-biased clicks, a fraction judged.
+
+def _with_observations(df: DataFrame, seed: int, row: Column) -> DataFrame:
+    """Observes the row: long-tailed impressions, position-biased clicks, a noisy label on a judged fraction."""
+
+    def u(salt: str) -> Column:
+        return _uniform(seed, row, salt)
+
     impressions = F.floor(F.exp(u("impressions") * 7.0)).cast("long")
     position = F.round(F.lit(1.0) + u("position") * 7.0, 1)
     base_ctr = F.element_at(F.array(*[F.lit(x) for x in (0.01, 0.03, 0.06, 0.22, 0.35)]),
@@ -345,7 +386,7 @@ def with_clean_content(df: DataFrame, seed: int, row: Column) -> DataFrame:
     label = F.when(source.isNull(), F.lit(None)).when(noisy, _index(u("noisy_grade"), 5)).otherwise(
         F.col("_grade")
     )
-    df = df.withColumns(
+    return df.withColumns(
         {
             "impressions": impressions,
             "clicks": clicks,
@@ -354,6 +395,10 @@ def with_clean_content(df: DataFrame, seed: int, row: Column) -> DataFrame:
             "label_source": source,
         }
     )
+
+
+def _drop_working_columns(df: DataFrame) -> DataFrame:
+    """Drops the working columns; the latent ``_grade`` and ``_relation`` stay for checking."""
     return df.drop(*[c for c in df.columns if c.startswith("_") and c not in ("_grade", "_relation")])
 
 
