@@ -149,6 +149,20 @@ def metric_items(report: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _log_dataset(data: dict[str, Any]) -> None:
+    """The evaluated shards and split as the MLflow dataset input of the active run."""
+    import mlflow
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    name = Path(data["shards"]).name or "shards"
+    digest = data["manifest_digest"].split(":", 1)[-1][:32]  # MLflow keeps at most 36 characters
+    with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local directory it is
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(data["shards"])
+    mlflow.log_input(MetaDataset(source, name=f"{name}/{data['split']}", digest=digest), context=data["split"])
+
+
 def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
                    champion_report: dict[str, Any] | None = None, scored: pd.DataFrame | None = None,
                    model: Any = None) -> str:
@@ -157,8 +171,6 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
     (manifest digest, split). ``scored`` (task, label, score rows) adds ROC/PR/calibration plots;
     ``model`` (or the report's model directory) adds the MTL-LoRA structure plots."""
     import mlflow
-    from mlflow.data.dataset_source_registry import resolve_dataset_source
-    from mlflow.data.meta_dataset import MetaDataset
 
     from evaluation.plots import write_plots
 
@@ -185,12 +197,7 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
         mlflow.log_table(data=table, artifact_file=TABLE_ARTIFACT)
         mlflow.log_text(markdown_table(report), MARKDOWN_ARTIFACT)
         mlflow.log_dict(report, REPORT_ARTIFACT)
-        name = Path(data["shards"]).name or "shards"
-        digest = data["manifest_digest"].split(":", 1)[-1][:32]  # MLflow keeps at most 36 characters
-        with warnings.catch_warnings():  # "can be interpreted in multiple ways": a local directory it is
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(data["shards"])
-        mlflow.log_input(MetaDataset(source, name=f"{name}/{data['split']}", digest=digest), context=data["split"])
+        _log_dataset(data)
         with tempfile.TemporaryDirectory(prefix="adsrel-plots-") as tmp:
             kwargs = {}
             if scored is not None:

@@ -47,7 +47,7 @@ class GatePolicy:
     min_task_rows: int = 100
     min_task_positives: int = 10
     min_task_negatives: int = 10
-    # absolute floors; 0.55 = clearly better than chance, below what a 60-step demo model reaches (~0.6-0.7)
+    # absolute floors; 0.55 = clearly better than chance, yet low enough for the demo's first model to be promoted
     macro_floor: float = 0.55
     task_floor: float | None = None
 
@@ -141,90 +141,116 @@ def _complete(report: Mapping[str, Any] | None) -> bool:
     return bool(report) and report.get("complete") is True and isinstance(report.get("tasks"), Mapping)
 
 
+def _why_not_judged(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | None,
+                    expected: list[str]) -> str:
+    """Why the reports cannot be judged at all (incomplete, a task missing, other data); "" when they can."""
+    if not _complete(candidate):
+        return "candidate evaluation is missing or incomplete: never promoted"
+    missing = [t for t in expected if t not in candidate["tasks"]]
+    if missing:
+        return f"candidate evaluation lacks task(s) of the data: {', '.join(missing)}"
+    if champion is None:
+        return ""
+    if not _complete(champion):
+        return "champion evaluation is missing or incomplete: cannot compare"
+    ours, theirs = candidate.get("data") or {}, champion.get("data") or {}
+    for key in ("manifest_digest", "split"):
+        if ours.get(key) != theirs.get(key):
+            return (f"champion was evaluated on other data ({key} {theirs.get(key)!r} "
+                    f"!= {ours.get(key)!r}): cannot compare")
+    return ""
+
+
+def _task_row(task: str, entry: Mapping[str, Any], champion: Mapping[str, Any] | None,
+              policy: GatePolicy) -> tuple[dict[str, Any], list[str]]:
+    """One task's row (support, ROC AUCs, status) and the reasons it blocks promotion (task floor, drop)."""
+    ok, why, counts = _support(entry, policy)
+    champ = _auc(champion["tasks"].get(task)) if champion is not None else None
+    cand = _auc(entry)
+    row: dict[str, Any] = {"candidate": cand, "champion": champ, **counts, "supported": ok, "status": "ok"}
+    if champ is not None and cand is not None:
+        row["delta"] = cand - champ
+    if not ok:
+        row.update(status="unsupported", note=f"ignored: {why}")
+        return row, []
+    reasons = []
+    if policy.task_floor is not None and cand < policy.task_floor:
+        row["status"] = "below_floor"
+        reasons.append(f"{task}: ROC AUC {cand:.4f} < task floor {policy.task_floor}")
+    if champion is None:
+        return row, reasons
+    if champ is None:
+        row["note"] = "new task: the champion has no ROC AUC for it (floors only)"
+    elif cand < champ - policy.max_task_auc_drop - TIE_TOLERANCE:
+        row["status"] = "drop"
+        reasons.append(f"{task}: ROC AUC {cand:.4f} vs champion {champ:.4f} "
+                       f"(drop {champ - cand:.4f} > {policy.max_task_auc_drop})")
+    return row, reasons
+
+
+def _task_rows(tasks: Mapping[str, Any], champion: Mapping[str, Any] | None,
+               policy: GatePolicy) -> tuple[dict[str, dict[str, Any]], list[str], list[str]]:
+    """The rows of all tasks (sorted), the supported tasks and the per-task reasons against promotion."""
+    per_task: dict[str, dict[str, Any]] = {}
+    supported: list[str] = []
+    reasons: list[str] = []
+    for task in sorted(tasks):
+        per_task[task], task_reasons = _task_row(task, tasks[task], champion, policy)
+        reasons += task_reasons
+        if per_task[task]["supported"]:
+            supported.append(task)
+    return per_task, supported, reasons
+
+
+def _compare_macro(per_task: Mapping[str, dict[str, Any]], supported: list[str],
+                   policy: GatePolicy) -> tuple[dict[str, Any], list[str]]:
+    """The macro comparison with the champion over the supported tasks both have, and why it fails."""
+    common = [t for t in supported if per_task[t]["champion"] is not None]
+    if not common:
+        return {"delta": None}, ["no supported task in common with the champion: cannot compare"]
+    cand_common = _mean(per_task[t]["candidate"] for t in common)
+    champ_common = _mean(per_task[t]["champion"] for t in common)
+    delta = cand_common - champ_common
+    macro = {"candidate_common": cand_common, "champion_common": champ_common, "delta": delta,
+             "common_tasks": common}
+    if abs(delta) <= TIE_TOLERANCE:
+        return macro, [f"tie: macro ROC AUC {cand_common:.4f} == champion's (a tie keeps the champion)"]
+    if delta < policy.min_delta_macro_auc - TIE_TOLERANCE or delta < 0:
+        return macro, [f"macro ROC AUC {cand_common:.4f} vs champion {champ_common:.4f} "
+                       f"(delta {delta:+.4f} < required {policy.min_delta_macro_auc:+.4f})"]
+    return macro, []
+
+
+def _why_promoted(macro: Mapping[str, Any], first_model: bool, policy: GatePolicy) -> str:
+    """The one reason of a promotion: the floor a first model reached, or its gain over the champion."""
+    if first_model:
+        return f"first model: macro ROC AUC {macro['candidate']:.4f} >= floor {policy.macro_floor}"
+    return (f"macro ROC AUC {macro['candidate_common']:.4f} vs champion {macro['champion_common']:.4f} "
+            f"(delta {macro['delta']:+.4f}), no task dropped more than {policy.max_task_auc_drop}")
+
+
 def decide(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | None, policy: GatePolicy,
            expected_tasks: Iterable[str]) -> Decision:
     """Whether ``candidate`` replaces ``champion`` (None: there is no champion yet); see the module doc."""
-    expected = sorted(expected_tasks)
-    if not _complete(candidate):
-        return Decision(False, ["candidate evaluation is missing or incomplete: never promoted"])
-    tasks = candidate["tasks"]
-    missing = [t for t in expected if t not in tasks]
-    if missing:
-        return Decision(False, [f"candidate evaluation lacks task(s) of the data: {', '.join(missing)}"])
-    if champion is not None:
-        if not _complete(champion):
-            return Decision(False, ["champion evaluation is missing or incomplete: cannot compare"])
-        ours, theirs = candidate.get("data") or {}, champion.get("data") or {}
-        for key in ("manifest_digest", "split"):
-            if ours.get(key) != theirs.get(key):
-                return Decision(False, [f"champion was evaluated on other data ({key} {theirs.get(key)!r} "
-                                        f"!= {ours.get(key)!r}): cannot compare"])
-
-    per_task: dict[str, dict[str, Any]] = {}
-    reasons: list[str] = []  # macro first (the short reason is the first), then per task
-    task_reasons: list[str] = []
-    supported: list[str] = []
-    for task in sorted(tasks):
-        entry = tasks[task]
-        ok, why, counts = _support(entry, policy)
-        champ = _auc((champion or {}).get("tasks", {}).get(task)) if champion is not None else None
-        cand = _auc(entry)
-        row: dict[str, Any] = {"candidate": cand, "champion": champ, **counts, "supported": ok, "status": "ok"}
-        if champ is not None and cand is not None:
-            row["delta"] = cand - champ
-        if not ok:
-            row["status"] = "unsupported"
-            row["note"] = f"ignored: {why}"
-        else:
-            supported.append(task)
-            if policy.task_floor is not None and cand < policy.task_floor:
-                row["status"] = "below_floor"
-                task_reasons.append(f"{task}: ROC AUC {cand:.4f} < task floor {policy.task_floor}")
-            if champion is not None:
-                if champ is None:
-                    row["note"] = "new task: the champion has no ROC AUC for it (floors only)"
-                elif cand < champ - policy.max_task_auc_drop - TIE_TOLERANCE:
-                    row["status"] = "drop"
-                    task_reasons.append(f"{task}: ROC AUC {cand:.4f} vs champion {champ:.4f} "
-                                   f"(drop {champ - cand:.4f} > {policy.max_task_auc_drop})")
-        per_task[task] = row
-
+    why_not = _why_not_judged(candidate, champion, sorted(expected_tasks))
+    if why_not:
+        return Decision(False, [why_not])
+    per_task, supported, task_reasons = _task_rows(candidate["tasks"], champion, policy)
     if not supported:
         return Decision(False, ["no task has enough support to judge (min_task_rows "
                                 f"{policy.min_task_rows}, positives {policy.min_task_positives}, negatives "
                                 f"{policy.min_task_negatives})"], per_task)
 
-    macro_candidate = _mean(per_task[t]["candidate"] for t in supported)
-    macro: dict[str, Any] = {"candidate": macro_candidate, "tasks": supported}
-    if macro_candidate < policy.macro_floor:
-        reasons.append(f"macro ROC AUC {macro_candidate:.4f} < floor {policy.macro_floor}")
-
-    if champion is None:
-        reasons += task_reasons
-        if reasons:
-            return Decision(False, reasons, per_task, macro)
-        return Decision(True, [f"first model: macro ROC AUC {macro_candidate:.4f} >= floor {policy.macro_floor}"],
-                        per_task, macro)
-
-    common = [t for t in supported if per_task[t]["champion"] is not None]
-    if common:
-        cand_common = _mean(per_task[t]["candidate"] for t in common)
-        champ_common = _mean(per_task[t]["champion"] for t in common)
-        delta = cand_common - champ_common
-        macro.update({"candidate_common": cand_common, "champion_common": champ_common, "delta": delta,
-                      "common_tasks": common})
-        if abs(delta) <= TIE_TOLERANCE:
-            reasons.append(f"tie: macro ROC AUC {cand_common:.4f} == champion's (a tie keeps the champion)")
-        elif delta < policy.min_delta_macro_auc - TIE_TOLERANCE or delta < 0:
-            reasons.append(f"macro ROC AUC {cand_common:.4f} vs champion {champ_common:.4f} "
-                           f"(delta {delta:+.4f} < required {policy.min_delta_macro_auc:+.4f})")
-    else:
-        macro["delta"] = None
-        reasons.append("no supported task in common with the champion: cannot compare")
-
+    # reasons: macro first (the short reason is the first), then per task
+    macro: dict[str, Any] = {"candidate": _mean(per_task[t]["candidate"] for t in supported), "tasks": supported}
+    reasons: list[str] = []
+    if macro["candidate"] < policy.macro_floor:
+        reasons.append(f"macro ROC AUC {macro['candidate']:.4f} < floor {policy.macro_floor}")
+    if champion is not None:
+        comparison, macro_reasons = _compare_macro(per_task, supported, policy)
+        macro.update(comparison)
+        reasons += macro_reasons
     reasons += task_reasons
     if reasons:
         return Decision(False, reasons, per_task, macro)
-    return Decision(True, [f"macro ROC AUC {macro['candidate_common']:.4f} vs champion "
-                           f"{macro['champion_common']:.4f} (delta {macro['delta']:+.4f}), no task dropped "
-                           f"more than {policy.max_task_auc_drop}"], per_task, macro)
+    return Decision(True, [_why_promoted(macro, champion is None, policy)], per_task, macro)

@@ -54,16 +54,16 @@ def class_reason(labels: Any) -> str | None:
     return None
 
 
-def _grouped(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Order by descending score; the group (distinct score) of each row and the number of groups."""
+def _grouped(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Order by descending score, and the group (distinct score) of each row in that order."""
     order = np.argsort(-s, kind="mergesort")
     sorted_scores = s[order]
     new_group = np.r_[True, sorted_scores[1:] != sorted_scores[:-1]]
-    return order, np.cumsum(new_group) - 1, np.asarray(new_group.sum())
+    return order, np.cumsum(new_group) - 1
 
 
-def _group_counts(weights: np.ndarray, y: np.ndarray, order: np.ndarray, group: np.ndarray,
-                  groups: int) -> tuple[np.ndarray, np.ndarray]:
+def _group_counts(weights: np.ndarray, y: np.ndarray, order: np.ndarray,
+                  group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positive and negative counts per score group (descending), [resamples, groups]. ``weights``
     are given in score order (row counts of a resample); each group is a contiguous slice summed by
     one ``reduceat``."""
@@ -101,8 +101,8 @@ def _score_group_counts(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarra
     y, s = _check(labels, scores)
     if class_reason(y):
         return None
-    order, group, groups = _grouped(y, s)
-    return _group_counts(np.ones((1, y.size)), y, order, group, int(groups))
+    order, group = _grouped(y, s)
+    return _group_counts(np.ones((1, y.size)), y, order, group)
 
 
 def roc_auc(labels: Any, scores: Any) -> float | None:
@@ -120,8 +120,8 @@ def pr_auc(labels: Any, scores: Any) -> float | None:
 def precision_recall_points(labels: Any, scores: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision, recall and threshold at every distinct score (descending thresholds)."""
     y, s = _check(labels, scores)
-    order, group, groups = _grouped(y, s)
-    pos, neg = _group_counts(np.ones((1, y.size)), y, order, group, int(groups))
+    order, group = _grouped(y, s)
+    pos, neg = _group_counts(np.ones((1, y.size)), y, order, group)
     tp, fp = pos[0].cumsum(), neg[0].cumsum()
     thresholds = s[order][np.r_[True, np.diff(group) > 0]]
     precision = tp / np.maximum(tp + fp, 1)
@@ -194,7 +194,7 @@ def bootstrap_ci(labels: Any, scores: Any, *, resamples: int = 1000, seed: int =
     if resamples < 1 or class_reason(y):
         return {m: None for m in CI_METRICS}
     rng = np.random.default_rng(seed)
-    order, group, groups = _grouped(y, s)
+    order, group = _grouped(y, s)
     n = y.size
     aucs, aps = [], []
     chunk = max(1, _CHUNK_CELLS // max(n, 1))
@@ -203,7 +203,7 @@ def bootstrap_ci(labels: Any, scores: Any, *, resamples: int = 1000, seed: int =
         draws = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
         weights = np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
         # resampling the sorted rows is resampling the rows: no gather into score order needed
-        pos, neg = _group_counts(weights, y, order, group, int(groups))
+        pos, neg = _group_counts(weights, y, order, group)
         aucs.append(_auc_from_counts(pos, neg))
         aps.append(_ap_from_counts(pos, neg))
     tail = (1 - level) / 2 * 100

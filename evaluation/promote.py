@@ -276,52 +276,64 @@ def _log(evaluated: _Evaluated, champion: _Evaluated | None) -> str:
     return evaluated.run_id
 
 
-def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = None,
-            report_path: str | Path | None = None, split: str = "test", evaluate: Evaluator | None = None,
-            bootstrap: int = 200) -> PromotionResult:
-    policy = policy or GatePolicy()
-    evaluate = evaluate or default_evaluator(bootstrap)
-    shards = Path(shards)
+@contextmanager
+def _writing_report(report_path: str | Path):
+    """An OSError while writing ``report_path`` (or making its directory) as a UserError (exit 2)."""
+    try:
+        yield
+    except OSError as exc:
+        raise UserError(f"cannot write the report {report_path}: {exc.strerror or exc}") from None
+
+
+def _split_data(shards: Path, split: str, report_path: str | Path | None) -> dict[str, Any]:
+    """The data judged (shards, manifest digest, split, its tasks with rows); makes the report's directory."""
     manifest = read_manifest(shards)
     if report_path:
-        try:
+        with _writing_report(report_path):
             Path(report_path).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot write the report {report_path}: {exc.strerror or exc}") from None
     counts = manifest["counts"].get(split)
     if not counts:
         raise UserError(f"{shards} has no rows in split {split!r}")
     expected = sorted(t for t, c in counts.items() if int(c.get("rows", 0)) > 0)
-    data = {"shards": str(shards.resolve()), "manifest_digest": manifest_digest(shards), "split": split,
+    return {"shards": str(shards.resolve()), "manifest_digest": manifest_digest(shards), "split": split,
             "tasks": expected}
 
-    client = _client()
-    experiment_id = mlflow_experiment_id()
-    version = resolve_candidate(candidate, client, lambda model_dir: input_example(model_dir, shards, split))
-    champion_version = _alias_version(client, CHAMPION)
 
-    candidate_eval = _evaluate(client, experiment_id, evaluate, version, shards, data["manifest_digest"], split,
-                               "candidate")
-    champion_eval = None
+def _evaluate_both(client, experiment_id: str, evaluate: Evaluator, version: Version, champion_version: str | None,
+                   shards: Path, data: dict[str, Any]) -> tuple[_Evaluated, _Evaluated | None]:
+    """The candidate's evaluation, then the champion's (None: no champion, or the candidate is the champion)."""
+    def evaluated(model: Version, role: str) -> _Evaluated:
+        return _evaluate(client, experiment_id, evaluate, model, shards, data["manifest_digest"], data["split"], role)
+
+    candidate_eval = evaluated(version, "candidate")
+    if champion_version is None or champion_version == version.version:
+        return candidate_eval, None
+    return candidate_eval, evaluated(_registered(client, champion_version), "champion")
+
+
+def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version: Version,
+          champion_version: str | None, policy: GatePolicy, expected: list[str]) -> tuple[str, Decision]:
+    """The promotion status (promoted, kept or already_champion) and the gate's decision."""
+    decision = decide(candidate_eval.report, champion_eval.report if champion_eval else None, policy, expected)
     if champion_version == version.version:
-        decision = decide(candidate_eval.report, None, policy, expected)
-        decision = Decision(True, [f"version {version.version} is already the champion"], decision.per_task,
-                            decision.macro)
-        status = "already_champion"
-    else:
-        if champion_version is not None:
-            champion = _registered(client, champion_version)
-            champion_eval = _evaluate(client, experiment_id, evaluate, champion, shards, data["manifest_digest"],
-                                      split, "champion")
-        decision = decide(candidate_eval.report, champion_eval.report if champion_eval else None, policy,
-                          expected)
-        status = "promoted" if decision.promote else "kept"
-    runs = {"candidate": None, "champion": None}
+        return "already_champion", Decision(True, [f"version {version.version} is already the champion"],
+                                            decision.per_task, decision.macro)
+    return ("promoted" if decision.promote else "kept"), decision
+
+
+def _log_evaluations(candidate_eval: _Evaluated, champion_eval: _Evaluated | None) -> dict[str, str | None]:
+    """Record the new evaluations (the champion's, then the candidate's with it): their run ids by role."""
+    runs: dict[str, str | None] = {"candidate": None, "champion": None}
     if champion_eval is not None:
         runs["champion"] = _log(champion_eval, None)
-    runs["candidate"] = run_id = _log(candidate_eval, champion_eval)
-    reports = {"candidate": candidate_eval.report, "champion": champion_eval.report if champion_eval else None}
+    runs["candidate"] = _log(candidate_eval, champion_eval)
+    return runs
 
+
+def _move_aliases(client, version: Version, champion_version: str | None, status: str, decision: Decision,
+                  data_digest: str) -> None:
+    """Alias challenger (and champion when promoted) and the gate tags on the candidate, unless the
+    champion moved since it was read (:class:`ChampionMoved`)."""
     # both evaluations succeeded: from here on the registry changes, unless the decision is stale.
     # MLflow has no lock: this narrows the race between two promotions to the alias updates below.
     now = _alias_version(client, CHAMPION)
@@ -334,19 +346,44 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
         client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version.version)
     if status != "already_champion":  # the tags of the decision that made it champion stay
         values = (status, decision.reasons[0][:250] if decision.reasons else "", champion_version or "none",
-                  data["manifest_digest"])
+                  data_digest)
         for key, value in zip(GATE_TAGS, values, strict=True):
             client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
 
-    result = PromotionResult(status, decision, version, champion_version,
-                             version.version if status == "promoted" else champion_version, data, policy, runs,
-                             reports)
-    payload = result.to_dict()
-    client.log_dict(run_id, payload, f"promotion/decision-v{version.version}-vs-{champion_version or 'none'}.json")
-    if report_path:
-        try:
-            Path(report_path).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-        except OSError as exc:
-            raise UserError(f"cannot write the report {report_path}: {exc.strerror or exc}") from None
-    return result
 
+def _record_decision(client, result: PromotionResult, run_id: str, report_path: str | Path | None) -> None:
+    """The decision JSON as an artifact of the candidate's evaluation run, and in ``report_path`` if given."""
+    payload = result.to_dict()
+    client.log_dict(run_id, payload,
+                    f"promotion/decision-v{result.candidate.version}-vs-{result.champion_before or 'none'}.json")
+    if report_path:
+        with _writing_report(report_path):
+            Path(report_path).write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = None,
+            report_path: str | Path | None = None, split: str = "test", evaluate: Evaluator | None = None,
+            bootstrap: int = 200) -> PromotionResult:
+    """Evaluate ``candidate`` and the champion on ``shards`` and move the aliases as the gate decides."""
+    policy = policy or GatePolicy()
+    evaluate = evaluate or default_evaluator(bootstrap)
+    shards = Path(shards)
+    data = _split_data(shards, split, report_path)
+
+    client = _client()
+    experiment_id = mlflow_experiment_id()
+    version = resolve_candidate(candidate, client, lambda model_dir: input_example(model_dir, shards, split))
+    champion_version = _alias_version(client, CHAMPION)
+
+    candidate_eval, champion_eval = _evaluate_both(client, experiment_id, evaluate, version, champion_version,
+                                                   shards, data)
+    status, decision = _gate(candidate_eval, champion_eval, version, champion_version, policy, data["tasks"])
+    runs = _log_evaluations(candidate_eval, champion_eval)
+    reports = {"candidate": candidate_eval.report, "champion": champion_eval.report if champion_eval else None}
+
+    _move_aliases(client, version, champion_version, status, decision, data["manifest_digest"])
+    champion_after = version.version if status == "promoted" else champion_version
+    result = PromotionResult(status, decision, version, champion_version, champion_after, data, policy, runs,
+                             reports)
+    _record_decision(client, result, runs["candidate"], report_path)
+    return result

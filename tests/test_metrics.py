@@ -86,8 +86,8 @@ def test_bootstrap_ci_is_seeded_brackets_the_estimate_and_narrows_with_data():
     rng = np.random.default_rng(0)
     idx = rng.integers(0, len(y), len(y))
     weights = np.bincount(idx, minlength=len(y)).astype(float)
-    order, group, groups = M._grouped(y, s)
-    pos, neg = M._group_counts(weights[order][None, :], y, order, group, int(groups))
+    order, group = M._grouped(y, s)
+    pos, neg = M._group_counts(weights[order][None, :], y, order, group)
     assert M._auc_from_counts(pos, neg)[0] == pytest.approx(roc_auc_score(y[idx], s[idx]))
     assert M._ap_from_counts(pos, neg)[0] == pytest.approx(average_precision_score(y[idx], s[idx]))
 
