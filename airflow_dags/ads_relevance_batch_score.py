@@ -15,15 +15,9 @@ from __future__ import annotations
 
 import datetime
 import json
-from pathlib import Path
 
-from adsrel_cli import RETRIES, adsrel, log, run_dir, spark_master
-from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
-
-REPO = Path(__file__).resolve().parent.parent
-# Emitted by ads_relevance_retrain's promote task when the champion moves.
-PROMOTED_MODEL = Asset(name="ads_relevance_champion", uri="models:/ads-relevance@champion")
-
+from adsrel_cli import PROMOTED_MODEL, REPO, RETRIES, adsrel, log, read_json, run_dir, spark_master
+from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
 
 with DAG(
     dag_id="ads_relevance_batch_score",
@@ -51,7 +45,7 @@ with DAG(
         out = run_dir(params["output_root"], context)
         adsrel("score", "--model", params["model"], "--candidates", params["candidates"], "--output", str(out),
                *spark_master())
-        summary = json.loads((out / "summary.json").read_text())
+        summary = read_json(out / "summary.json")
         log.info("summary: %s", json.dumps(summary, sort_keys=True))
         return summary
 

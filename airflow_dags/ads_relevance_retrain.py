@@ -19,15 +19,10 @@ This file imports only Airflow, the standard library and its sibling adsrel_cli.
 from __future__ import annotations
 
 import datetime
-import json
-from pathlib import Path
 
-from adsrel_cli import RETRIES, adsrel, log, run_dir, spark_master
-from airflow.sdk import DAG, Asset, AssetAlias, Param, chain, task
+from adsrel_cli import PROMOTED_MODEL, REPO, RETRIES, adsrel, log, read_json, run_dir, spark_master
+from airflow.sdk import DAG, AssetAlias, Param, chain, task
 
-REPO = Path(__file__).resolve().parent.parent
-# The registry alias champion, as an Asset: ads_relevance_batch_score is scheduled on it.
-PROMOTED_MODEL = Asset(name="ads_relevance_champion", uri="models:/ads-relevance@champion")
 # Emitted through an alias, so that the Asset gets an event only when promote moves the champion.
 PROMOTIONS = AssetAlias("ads_relevance_promotions")
 
@@ -86,9 +81,9 @@ with DAG(
         """The gate: champion moves (Asset event), stays (exit 3, a normal outcome) or already is it."""
         out = run_dir(params["output_root"], context)
         policy = ["--policy", params["promotion_policy"]] if params["promotion_policy"] else []
-        _, stdout = adsrel("promote", "--candidate", str(out / "model"), "--shards", str(out / "shards"),
-                           "--report", str(out / "promotion.json"), *policy, ok=(0, 3))
-        decision = next(json.loads(line) for line in reversed(stdout.splitlines()) if line.startswith("{"))
+        adsrel("promote", "--candidate", str(out / "model"), "--shards", str(out / "shards"),
+               "--report", str(out / "promotion.json"), *policy, ok=(0, 3))
+        decision = read_json(out / "promotion.json")
         version = (decision.get("candidate") or {}).get("version")
         log.info("gate decision: %s (candidate version %s, champion before %s, after %s)", decision["status"],
                  version, decision.get("champion_before"), decision.get("champion_after"))

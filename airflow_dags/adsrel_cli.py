@@ -7,6 +7,7 @@ The executable is the one named by ADSREL_BIN, else ``adsrel`` on PATH; the Spar
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
 import shlex
@@ -14,9 +15,14 @@ import subprocess
 import threading
 from pathlib import Path
 
+from airflow.sdk import Asset
 from airflow.sdk.exceptions import AirflowFailException
 
 log = logging.getLogger("adsrel")
+REPO = Path(__file__).resolve().parent.parent
+# The registry alias champion, as an Asset: ads_relevance_retrain emits it when promote moves the
+# champion, and ads_relevance_batch_score is scheduled on it.
+PROMOTED_MODEL = Asset(name="ads_relevance_champion", uri="models:/ads-relevance@champion")
 # Every task: two retries, 2 minutes apart and then exponentially longer (at most 30 minutes).
 RETRIES = {
     "retries": 2,
@@ -38,10 +44,16 @@ def run_dir(output_root: str, context: dict) -> Path:
     return Path(output_root) / when.strftime("%Y-%m-%d")
 
 
-def adsrel(*args: str, ok: tuple[int, ...] = (0,), final: tuple[int, ...] = (2,)) -> tuple[int, str]:
+def read_json(path: Path) -> dict:
+    """The JSON file a command wrote (its --report or summary.json): what a task reads of its result."""
+    return json.loads(path.read_text())
+
+
+def adsrel(*args: str, ok: tuple[int, ...] = (0,), final: tuple[int, ...] = (2,)) -> int:
     """Run ``adsrel ARGS``: its stderr (progress) and stdout (results) go to the task log line by line.
 
-    Returns (exit code, stdout) for an exit code in ``ok``. An exit code in ``final`` (a user error:
+    Returns the exit code when it is in ``ok``; a task reads the command's result from the file it
+    wrote (--report, summary.json), never from its stdout. An exit code in ``final`` (a user error:
     bad path, config or data) fails the task without retries; any other one fails it for a retry.
     """
     cmd = [os.environ.get("ADSREL_BIN") or "adsrel", *args]
@@ -60,10 +72,8 @@ def adsrel(*args: str, ok: tuple[int, ...] = (0,), final: tuple[int, ...] = (2,)
 
     pump = threading.Thread(target=pump_stderr, daemon=True)
     pump.start()
-    out: list[str] = []
     try:
         for line in proc.stdout:
-            out.append(line)
             log.info("%s", line.rstrip("\n"))
         code = proc.wait()
     finally:  # a timeout or a kill of the task ends the command too
@@ -78,4 +88,4 @@ def adsrel(*args: str, ok: tuple[int, ...] = (0,), final: tuple[int, ...] = (2,)
         raise AirflowFailException(f"adsrel {args[0]} exited {code} (not retried): {last_error[0]}")
     if code not in ok:
         raise RuntimeError(f"adsrel {args[0]} exited {code}: {last_error[0]}")
-    return code, "".join(out)
+    return code

@@ -1,5 +1,5 @@
 """The Airflow DAGs of airflow_dags/, parsed by Airflow 3 in .venv-airflow (`make airflow`): no import
-errors, the tasks, dependencies, schedules, retries, timeouts and Params of docs/architecture.md, parse
+errors, the tasks, dependencies, schedules, retries, timeouts and Params of docs/architecture.md and docs/airflow.md, parse
 time, imports (Airflow, the standard library and the DAG folder's own adsrel_cli.py only), and one run of
 the retrain DAG with a fake adsrel CLI whose gate keeps the champion (exit 3): the run succeeds, the
 decision and reasons are in the task log, no Asset event; a user error (exit 2) fails the run without a
@@ -156,19 +156,23 @@ def test_batch_score_dag_is_daily_and_on_the_promoted_model(bag):
     assert task["retries"] >= 1 and task["timeout_s"] and task["backoff"] > 1
 
 
-# A stand-in for adsrel: records its argv, prints what the real one prints on stdout, exits as told.
+# A stand-in for adsrel: records its argv, writes what the real one writes to --report (and prints it
+# on stdout, which the DAG must not need), exits as told.
 FAKE_ADSREL = """#!/bin/sh
 echo "$*" >> "$FAKE_LOG"
 echo "fake adsrel $1: progress on stderr" >&2
+report=""; previous=""
+for arg in "$@"; do [ "$previous" = "--report" ] && report="$arg"; previous="$arg"; done
 case "$1" in
   train) if [ -n "$FAKE_TRAIN_EXIT" ]; then
            echo "adsrel train: error: no such file: bad.yaml" >&2; exit "$FAKE_TRAIN_EXIT"
          fi
          echo '{"output": "x", "steps": 1}' ;;
-  promote) echo '{"status": "kept", "reasons": ["macro ROC AUC 0.61 < champion 0.64 + 0.0"],
+  promote) mkdir -p "$(dirname "$report")"
+           echo '{"status": "kept", "reasons": ["macro ROC AUC 0.61 < champion 0.64 + 0.0"],
 "candidate": {"version": "2"}, "champion_before": "1", "champion_after": "1",
-"per_task": {"us-retail": {"candidate": 0.6, "champion": 0.7, "n": 120, "status": "drop"}}}' | tr -d '\\n'
-           echo; exit 3 ;;
+"per_task": {"us-retail": {"candidate": 0.6, "champion": 0.7, "n": 120, "status": "drop"}}}' > "$report"
+           echo '{"status": "not what the report says"}'; exit 3 ;;
 esac
 exit 0
 """
