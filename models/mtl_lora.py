@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from models.adapter_layer import AdapterLayer, concat_up, kaiming_uniform_, linear_tokens
+from models.config import LAMBDA_FORMS, MIXING_INITS
 
 
 class MTLLoRALinear(AdapterLayer):
@@ -45,12 +46,12 @@ class MTLLoRALinear(AdapterLayer):
         mixing_init: str = "kaiming",
     ) -> None:
         super().__init__(base, num_tasks=num_tasks, rank=rank, alpha=alpha, dropout=dropout)
-        if lambda_form not in ("full", "diagonal"):
-            raise ValueError(f"lambda_form must be 'full' or 'diagonal', got {lambda_form!r}")
+        if lambda_form not in LAMBDA_FORMS:
+            raise ValueError(f"lambda_form must be one of {', '.join(LAMBDA_FORMS)}, got {lambda_form!r}")
         if temperature <= 0 or num_up < 1:
             raise ValueError(f"need temperature > 0 and num_up >= 1, got {temperature} and {num_up}")
-        if mixing_init not in ("kaiming", "uniform"):
-            raise ValueError(f"mixing_init must be 'kaiming' or 'uniform', got {mixing_init!r}")
+        if mixing_init not in MIXING_INITS:
+            raise ValueError(f"mixing_init must be one of {', '.join(MIXING_INITS)}, got {mixing_init!r}")
         self.num_up = num_up
         self.temperature = temperature
         self.lambda_form = lambda_form

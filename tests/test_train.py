@@ -243,6 +243,8 @@ def test_an_early_stopped_run_run_again_trains_no_further(backbone, shards, tmp_
         (["--shards", "{shards}", "--set", "ranks=4"], "unknown key 'ranks'"),
         (["--shards", "{shards}", "--set", "rank=four"], "rank must be int"),
         (["--shards", "{shards}", "--set", "method=prompt"], "method must be one of"),
+        (["--shards", "{shards}", "--set", "rank=-1"], "rank must be a positive integer"),
+        (["--shards", "{shards}", "--set", "head=x"], "head must be one of"),
         (["--shards", "{shards}", "--config", "{tmp}/missing.yaml"], "config not found"),
     ],
 )

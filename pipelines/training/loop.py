@@ -29,9 +29,8 @@ from features.sampling import TaskBalancedBatches
 from features.shards import MODEL_COLUMNS, manifest_digest, read_manifest, split_files, task_names
 from features.tokenize import PairEncoder
 from models.backbone import load_backbone, load_tokenizer
-from models.config import AdapterConfig
 from models.mtl_lora import MTLLoRALinear
-from models.relevance import RelevanceModel, RelevanceModelConfig
+from models.relevance import RelevanceModel
 from pipelines.training.checkpoints import Checkpoints, TrainState, default_checkpoint_dir, keep_trained_weights
 from pipelines.training.config import TrainConfig
 from pipelines.training.model_output import calibrate_artifact, clear_model_dir, save_artifact
@@ -57,13 +56,7 @@ class TrainResult:
 
 
 def build_model(config: TrainConfig, num_tasks: int) -> RelevanceModel:
-    adapter = AdapterConfig(
-        method=config.method, num_tasks=num_tasks, rank=config.rank, num_up=config.num_up,
-        temperature=config.temperature, alpha=config.alpha, dropout=config.dropout,
-        lambda_form=config.lambda_form, mixing_init=config.mixing_init, target_modules=config.target_modules,
-    )
-    model_config = RelevanceModelConfig(backbone=config.backbone, adapter=adapter, head=config.head,
-                                        pooling=config.pooling, head_dropout=config.head_dropout)
+    model_config = config.model_config(num_tasks)
     try:
         backbone = load_backbone(config.backbone)
     except (FileNotFoundError, OSError, ValueError) as exc:
@@ -169,21 +162,56 @@ def train_step(model, batches: TaskBalancedBatches, encoder: PairEncoder, optimi
     return loss_sum, examples
 
 
-def train(shards: str | Path, output: str | Path, config: TrainConfig, *, checkpoints: str | Path | None = None,
-          on_step: Callable[[int], None] | None = None) -> TrainResult:
-    """The whole stage: the best model to ``output``, checkpoints to ``checkpoints`` (default
-    ``<output>.checkpoints``). ``on_step(step)`` is called after every optimizer step (tests use it
-    to interrupt a run)."""
+@dataclass
+class Run:
+    """Everything the loop works with, built once by :func:`set_up`."""
+
+    shards: Path
+    output: Path
+    config: TrainConfig
+    manifest: dict[str, Any]
+    digest: str
+    names: list[str]
+    accelerator: Any
+    tokenizer: Any
+    encoder: PairEncoder
+    batches: TaskBalancedBatches
+    plan: Schedule
+    model: Any
+    optimizer: Any
+    scheduler: Any
+    trainable: list[torch.nn.Parameter]
+    state: TrainState
+    store: Checkpoints
+    valid_frame: Any
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
+@dataclass
+class Meter:
+    """Examples and seconds of the training steps (examples/s counts them only) and the loss since
+    the last logged step."""
+
+    examples: int = 0
+    seconds: float = 0.0
+    loss_sum: float = 0.0
+    loss_count: int = 0
+
+
+def set_up(shards: Path, output: Path, config: TrainConfig, checkpoints: str | Path | None) -> Run:
+    """Data, model, optimizer, schedule, accelerator and checkpoint store of a run."""
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
-    shards, output = Path(shards), Path(output)
     manifest = read_manifest(shards)
     digest = manifest_digest(shards)
     names, ids = training_tasks(manifest, config)
     files_by_task = train_files(shards, names, ids)
     accelerator = make_accelerator(config)
-    main, world = accelerator.is_main_process, accelerator.num_processes
+    world = accelerator.num_processes
     set_seed(config.seed)
     tokenizer = tokenizer_of(config)
     model = build_model(config, len(names))
@@ -193,88 +221,141 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig, *, checkp
         temperature=config.task_sampling_temperature, seed=config.seed, bucket_factor=config.bucket_factor,
     )
     plan = Schedule.of(config, batches.total_rows, world)
-    total_steps = plan.total_steps
     groups = parameter_groups(model, config)
-    trainable = [p for group in groups for p in group["params"]]
     optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
-    scheduler = get_scheduler(config.lr_schedule, optimizer, num_warmup_steps=int(config.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    scheduler = get_scheduler(config.lr_schedule, optimizer,
+                              num_warmup_steps=int(config.warmup_ratio * plan.total_steps),
+                              num_training_steps=plan.total_steps)
     state = TrainState(identity={**config.training_identity(), "manifest_digest": digest,
                                  "backbone_fingerprint": model.base_fingerprint})
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler, batches)
     accelerator.register_save_state_pre_hook(keep_trained_weights)
     valid_frame = validation_frame(shards, names, ids, config.valid_max_rows, config.seed)
-
     store = Checkpoints(Path(checkpoints) if checkpoints else default_checkpoint_dir(output), config.keep_checkpoints)
-    if main:
-        output.mkdir(parents=True, exist_ok=True)
-    accelerator.wait_for_everyone()
-    resumed = store.resume(accelerator, model, state) if config.resume else None
+    return Run(shards, output, config, manifest, digest, names, accelerator, tokenizer, encoder, batches, plan, model,
+               optimizer, scheduler, [p for group in groups for p in group["params"]], state, store, valid_frame)
+
+
+def resume_or_start(run: Run) -> tuple[Path | None, bool]:
+    """Resumes from the last checkpoint of the same config and data, or clears what an earlier run
+    left; returns the checkpoint resumed from and whether that run had already finished."""
+    if run.main:
+        run.output.mkdir(parents=True, exist_ok=True)
+    run.accelerator.wait_for_everyone()
+    resumed = run.store.resume(run.accelerator, run.model, run.state) if run.config.resume else None
     if resumed is not None:
-        log("train", f"resumed from {resumed} at step {state.step}")
-    elif main:  # a fresh run: nothing of an earlier run may pass for this one's result
-        store.clear()
-        clear_model_dir(output)
-    patience = config.early_stopping_patience
-    finished = resumed is not None and (state.step >= total_steps or state.stopped_early(patience))
+        log("train", f"resumed from {resumed} at step {run.state.step}")
+    elif run.main:  # a fresh run: nothing of an earlier run may pass for this one's result
+        run.store.clear()
+        clear_model_dir(run.output)
+    state, patience = run.state, run.config.early_stopping_patience
+    finished = resumed is not None and (state.step >= run.plan.total_steps or state.stopped_early(patience))
     if finished:
         log("train", f"nothing left to train: {resumed} is the end of a finished run (step {state.step})")
+    return resumed, finished
 
-    tracker = TrainTracker(state.run_id, f"train-{config.method}") if config.mlflow and main else None
-    mix = {names[t]: round(p, 6) for t, p in batches.effective_mix().items() if p > 0}
+
+def open_tracker(run: Run, resumed: Path | None) -> TrainTracker | None:
+    """The run's MLflow record (main process only), started unless resumed; logs what will be trained."""
+    config, world = run.config, run.accelerator.num_processes
+    tracker = TrainTracker(run.state.run_id, f"train-{config.method}") if config.mlflow and run.main else None
+    mix = {run.names[t]: round(p, 6) for t, p in run.batches.effective_mix().items() if p > 0}
     if tracker is not None:
-        state.run_id = tracker.run_id
+        run.state.run_id = tracker.run_id
         if resumed is None:
-            tracker.start(config, {"manifest_digest": digest, "shards": str(shards.resolve()), "method": config.method,
-                                   "backbone": config.backbone, "processes": str(world),
-                                   "mixed_precision": accelerator.mixed_precision},
-                          mix, dict(zip(names, batches.counts, strict=True)))
-    if main:
-        log("train", f"{config.method} on {config.backbone}: {len(names)} tasks, {batches.total_rows} train rows, "
-            f"{total_steps} steps of {plan.global_batch} examples ({world} process(es), precision "
-            f"{accelerator.mixed_precision}); checkpoints in {store.directory}; task mix: "
+            tracker.start(config, {"manifest_digest": run.digest, "shards": str(run.shards.resolve()),
+                                   "method": config.method, "backbone": config.backbone, "processes": str(world),
+                                   "mixed_precision": run.accelerator.mixed_precision},
+                          mix, dict(zip(run.names, run.batches.counts, strict=True)))
+    if run.main:
+        log("train", f"{config.method} on {config.backbone}: {len(run.names)} tasks, {run.batches.total_rows} train "
+            f"rows, {run.plan.total_steps} steps of {run.plan.global_batch} examples ({world} process(es), precision "
+            f"{run.accelerator.mixed_precision}); checkpoints in {run.store.directory}; task mix: "
             + ", ".join(f"{t} {p:.3f}" for t, p in mix.items()))
+    return tracker
 
-    progress = Progress("train", total_steps, initial=state.step, every=config.log_every, enabled=main)
-    examples, train_seconds, loss_sum, loss_count = 0, 0.0, 0.0, 0  # examples/s counts training steps only
-    model.train()
+
+def optimizer_step(run: Run, meter: Meter, step: int) -> dict[str, float]:
+    """One optimizer step and its schedule step; returns the running loss, lr and examples/s."""
+    started = time.perf_counter()
     try:
-        for step in range(total_steps + 1 if finished else state.step + 1, total_steps + 1):
-            started = time.perf_counter()
-            try:
-                step_loss, step_examples = train_step(model, batches, encoder, optimizer, accelerator, config,
-                                                      trainable)
-            except FloatingPointError as exc:
-                best = output if state.best_step is not None else "none"
-                raise TrainingDiverged(f"{exc} at step {step}: stopped; last good checkpoint "
-                                       f"{store.latest() or 'none'}, best model so far in {best}") from None
-            scheduler.step()
-            train_seconds += time.perf_counter() - started
-            examples += step_examples
-            loss_sum, loss_count = loss_sum + step_loss, loss_count + config.grad_accum
-            stats = {"loss": loss_sum / loss_count, "lr": scheduler.get_last_lr()[0],
-                     "examples_per_s": examples / max(1e-9, train_seconds)}
+        loss, examples = train_step(run.model, run.batches, run.encoder, run.optimizer, run.accelerator, run.config,
+                                    run.trainable)
+    except FloatingPointError as exc:
+        best = run.output if run.state.best_step is not None else "none"
+        raise TrainingDiverged(f"{exc} at step {step}: stopped; last good checkpoint "
+                               f"{run.store.latest() or 'none'}, best model so far in {best}") from None
+    run.scheduler.step()
+    meter.seconds += time.perf_counter() - started
+    meter.examples += examples
+    meter.loss_sum, meter.loss_count = meter.loss_sum + loss, meter.loss_count + run.config.grad_accum
+    return {"loss": meter.loss_sum / meter.loss_count, "lr": run.scheduler.get_last_lr()[0],
+            "examples_per_s": meter.examples / max(1e-9, meter.seconds)}
+
+
+def validate_and_keep_best(run: Run, tracker: TrainTracker | None, step: int) -> None:
+    """Per-task validation AUC; a better macro AUC writes the model directory."""
+    valid = validate(run.model, run.encoder, run.valid_frame, run.names, run.accelerator, run.config.batch_size * 4)
+    improved = run.state.record(valid, step)
+    if not run.main:
+        return
+    if improved:
+        save_artifact(run.accelerator.unwrap_model(run.model), run.output, run.tokenizer, run.manifest, run.digest,
+                      run.config, run.names, step, valid)
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if v is not None)
+    log("train", f"step {step}: valid roc_auc {shown or 'undefined'}" + (" (best)" if improved else ""))
+    if tracker is not None:
+        tracker.log_valid(valid, step)
+
+
+def finish(run: Run, tracker: TrainTracker | None, finished_before: bool, meter: Meter) -> TrainResult:
+    """Calibration of the best model, its registration, and the result."""
+    config, state = run.config, run.state
+    if run.main and config.calibration != "none" and state.best_step is not None and len(run.valid_frame):
+        calibrators = calibrate_artifact(run.output, run.valid_frame, run.names, config.calibration)
+        fitted = ", ".join(calibrators) or "no task"
+        log("train", f"{config.calibration} calibration fitted on the valid split for: {fitted}")
+    run.accelerator.wait_for_everyone()
+    version = None
+    if tracker is not None:
+        version = tracker.finish(run.output, finished_before=finished_before,
+                                 best=(state.best_macro_auc, state.best_step),
+                                 example=input_example(run.valid_frame, run.names), register=config.register)
+    return TrainResult(output=run.output, steps=state.step, best_macro_auc=state.best_macro_auc,
+                       examples_per_second=meter.examples / max(1e-9, meter.seconds) if meter.examples else None,
+                       valid=state.valid, run_id=state.run_id, model_version=version)
+
+
+def train(shards: str | Path, output: str | Path, config: TrainConfig, *, checkpoints: str | Path | None = None,
+          on_step: Callable[[int], None] | None = None) -> TrainResult:
+    """The whole stage: the best model to ``output``, checkpoints to ``checkpoints`` (default
+    ``<output>.checkpoints``). ``on_step(step)`` is called after every optimizer step (tests use it
+    to interrupt a run)."""
+    run = set_up(Path(shards), Path(output), config, checkpoints)
+    resumed, finished = resume_or_start(run)
+    tracker = open_tracker(run, resumed)
+    state, plan, patience = run.state, run.plan, config.early_stopping_patience
+    progress = Progress("train", plan.total_steps, initial=state.step, every=config.log_every, enabled=run.main)
+    meter = Meter()
+    run.model.train()
+    try:
+        for step in range(plan.total_steps + 1 if finished else state.step + 1, plan.total_steps + 1):
+            last = step == plan.total_steps
+            # forward, backward, update
+            stats = optimizer_step(run, meter, step)
             progress.update(1, stats)
-            if step % config.log_every == 0 or step == total_steps:
+            if step % config.log_every == 0 or last:
                 if tracker is not None:
                     tracker.log_train(stats, step)
-                loss_sum, loss_count = 0.0, 0
-
-            if step % plan.eval_every == 0 or step == total_steps:
-                valid = validate(model, encoder, valid_frame, names, accelerator, config.batch_size * 4)
-                improved = state.record(valid, step)
-                if main:
-                    if improved:
-                        save_artifact(accelerator.unwrap_model(model), output, tokenizer, manifest, digest, config,
-                                      names, step, valid)
-                    shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if v is not None)
-                    log("train", f"step {step}: valid roc_auc {shown or 'undefined'}" + (" (best)" if improved else ""))
-                    if tracker is not None:
-                        tracker.log_valid(valid, step)
+                meter.loss_sum, meter.loss_count = 0.0, 0
+            # validate; the best model so far goes to the model directory
+            if step % plan.eval_every == 0 or last:
+                validate_and_keep_best(run, tracker, step)
+            # checkpoint, and stop early when validation stopped improving
             stop = state.stopped_early(patience)
-            if step % plan.checkpoint_every == 0 or step == total_steps or stop:
-                store.save(accelerator, state, step)
+            if step % plan.checkpoint_every == 0 or last or stop:
+                run.store.save(run.accelerator, state, step)
             state.step = step
             if on_step is not None:
                 on_step(step)
@@ -287,16 +368,4 @@ def train(shards: str | Path, output: str | Path, config: TrainConfig, *, checkp
         raise
     finally:
         progress.close()
-
-    if main and config.calibration != "none" and state.best_step is not None and len(valid_frame):
-        calibrators = calibrate_artifact(output, valid_frame, names, config.calibration)
-        fitted = ", ".join(calibrators) or "no task"
-        log("train", f"{config.calibration} calibration fitted on the valid split for: {fitted}")
-    accelerator.wait_for_everyone()
-    version = None
-    if tracker is not None:
-        version = tracker.finish(output, finished_before=finished, best=(state.best_macro_auc, state.best_step),
-                                 example=input_example(valid_frame, names), register=config.register)
-    return TrainResult(output=output, steps=state.step, best_macro_auc=state.best_macro_auc,
-                       examples_per_second=examples / max(1e-9, train_seconds) if examples else None,
-                       valid=state.valid, run_id=state.run_id, model_version=version)
+    return finish(run, tracker, finished, meter)
