@@ -17,6 +17,9 @@ def _ratios(text: str) -> tuple[float, float, float]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from pipelines.data.prepare_config import PrepareConfig
+
+    d = PrepareConfig()
     p = subparsers.add_parser(
         "prepare", help="turn raw query-ad logs into task shards with Spark",
         description="Validate, normalise, de-duplicate, label, map to tasks and split raw logs "
@@ -31,18 +34,20 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="one task per value of market, vertical or market,vertical")
     p.add_argument("--output", required=True, metavar="DIR", help="output directory")
     p.add_argument("--master", default=None, help="Spark master (default local[*])")
-    p.add_argument("--label-threshold", type=float, default=3.0,
-                   help="mean judged grade (0..4) at or above which a pair is relevant (default 3)")
+    p.add_argument("--label-threshold", type=float, default=d.label_threshold,
+                   help=f"mean judged grade (0..4) at or above which a pair is relevant "
+                   f"(default {d.label_threshold:g})")
     p.add_argument("--no-click-labels", action="store_true",
                    help="exclude unjudged examples instead of labelling them from clicks")
-    p.add_argument("--min-impressions", type=int, default=20,
-                   help="impressions needed for a click-derived label (default 20)")
-    p.add_argument("--click-ctr-threshold", type=float, default=0.12,
-                   help="position-debiased CTR at or above which a click label is relevant")
-    p.add_argument("--split-ratios", type=_ratios, default=(0.8, 0.1, 0.1),
-                   help="train,valid,test ratios (default 0.8,0.1,0.1)")
-    p.add_argument("--max-records-per-file", type=int, default=500_000,
-                   help="bound on rows per shard file (default 500000)")
+    p.add_argument("--min-impressions", type=int, default=d.min_impressions,
+                   help=f"impressions needed for a click-derived label (default {d.min_impressions})")
+    p.add_argument("--click-ctr-threshold", type=float, default=d.click_ctr_threshold,
+                   help=f"position-debiased CTR at or above which a click label is relevant (default "
+                   f"{d.click_ctr_threshold:g})")
+    p.add_argument("--split-ratios", type=_ratios, default=d.split_ratios,
+                   help=f"train,valid,test ratios (default {','.join(f'{r:g}' for r in d.split_ratios)})")
+    p.add_argument("--max-records-per-file", type=int, default=d.max_records_per_file,
+                   help=f"bound on rows per shard file (default {d.max_records_per_file})")
     p.add_argument("--driver-memory", default=None, help="Spark driver memory, e.g. 2g")
     p.set_defaults(func=run)
 
@@ -50,7 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from features.task_map import load_task_map
     from pipelines.data.inputs import detect_format
-    from pipelines.data.prepare import PrepareConfig, run_prepare
+    from pipelines.data.prepare import run_prepare
+    from pipelines.data.prepare_config import PrepareConfig
 
     config = PrepareConfig(
         label_threshold=args.label_threshold,

@@ -11,11 +11,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "score", help="batch-score candidate pairs with a model (Spark or local)",
         description="Score candidate (query, ad) pairs (Parquet, JSON Lines or CSV: query, ad_id, ad_title, "
         "ad_description, display_url, market, vertical, optional candidate_id) with MODEL. The model URI is "
-        "resolved once at the start (an alias to the version it names now). Writes OUTPUT/scores/ (candidate_id, "
-        "query, ad_id, market, vertical, task, score, model_name, model_version, model_digest, scored_at), "
+        "resolved once at the start (an alias to the version it names now). Writes OUTPUT/scores/, "
         "OUTPUT/rejected/reason=*/ (rows that cannot be scored, as read) and, last, OUTPUT/summary.json "
-        "(input rows = scored + rejected). A re-run replaces the output; a failed run leaves no summary.json. "
-        "Exit 0 done, 2 bad arguments or data.",
+        "(input rows = scored + rejected); the layout: docs/architecture.md, 'Batch scoring output'. A re-run "
+        "replaces the output; a failed run leaves no summary.json. Exit 0 done, 2 bad arguments or data.",
     )
     p.add_argument("--model", required=True, metavar="URI_OR_DIR",
                    help="models:/ads-relevance@champion, models:/ads-relevance/N, runs:/ URI or model directory")

@@ -21,8 +21,9 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame, Observation, SparkSession
@@ -42,7 +43,6 @@ from features.schema import (
     REQUIRED_COLUMNS,
     SHARD_COLUMNS,
     SPLITS,
-    TEXT_LIMITS,
 )
 from features.shards import read_table, split_files
 from features.task_map import (
@@ -55,6 +55,7 @@ from features.task_map import (
 )
 from features.text import is_blank, normalise_text_columns
 from pipelines.data.inputs import read_with_spark
+from pipelines.data.prepare_config import PrepareConfig
 
 SCHEMA_VERSION = 1
 KEY = ("query", "ad_id", "market")
@@ -86,33 +87,6 @@ REASONS = (
     "bad_label_source",
     "unmapped",
 )
-
-
-@dataclass(frozen=True)
-class PrepareConfig:
-    """Everything that decides the content of the shards (recorded in the manifest)."""
-
-    label_threshold: float = 3.0  # mean judged grade >= this is relevant
-    click_labels: bool = True  # label unjudged examples from clicks (else exclude them)
-    min_impressions: int = 20  # fewer impressions: no click label
-    click_ctr_threshold: float = 0.12  # position-debiased CTR >= this is relevant
-    position_bias_power: float = 1.0  # examination probability = position ** -power
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_salt: str = "adsrel-split-v1"
-    source_weights: dict[str, float] = field(
-        default_factory=lambda: {"human": 1.0, "llm": 0.7, "click": 0.4}
-    )
-    max_records_per_file: int = 500_000
-    text_limits: dict[str, int] = field(default_factory=lambda: dict(TEXT_LIMITS))
-
-    def __post_init__(self) -> None:
-        ratios = self.split_ratios
-        if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
-            raise UserError(f"split ratios must be three non-negative numbers summing to 1: {ratios}")
-        if not MIN_GRADE <= self.label_threshold <= MAX_GRADE:
-            raise UserError(f"label threshold must be within {MIN_GRADE}..{MAX_GRADE}")
-        if self.min_impressions < 1 or self.max_records_per_file < 1:
-            raise UserError("min impressions and max records per file must be positive")
 
 
 # ---------------------------------------------------------------- reading
@@ -194,8 +168,8 @@ def with_segment(df: DataFrame, task_map: TaskMap | None = None) -> DataFrame:
     ``_label_source`` (trimmed, lower case).
 
     The values ``task_map`` names, the label sources of the schema and markets already well formed
-    skip the normalisation: a quarter of the synthetic rows are in markets the map does not name
-    (en-CA, en-IN), and the locale split repeats a regex replace three times per value.
+    skip the normalisation, which is costly (the locale split repeats a regex replace per value) and
+    nearly always a no-op: well-formed markets the map does not name skip it too.
     """
     markets = [m for m in task_map.markets if normalise_locale(m) == m] if task_map else []
     verticals = [v for v in task_map.verticals if v == v.strip().lower()] if task_map else []
@@ -413,7 +387,7 @@ def example_id_column() -> Column:
 
 def with_split_and_ids(df: DataFrame, task_map: TaskMap, config: PrepareConfig) -> DataFrame:
     """Adds split, example_id and task name: to the written examples only, as the unlabelled ones
-    (1.1M of 3.9M at 4M synthetic rows) would only be dropped after."""
+    (a large share of the examples) would only be dropped after."""
     return df.withColumns(
         {
             "split": split_column(F.col("query"), config.split_ratios, config.split_salt),
@@ -522,6 +496,60 @@ def discover_task_map(raw: DataFrame, task_by: str) -> TaskMap:
     return task_map_by_values(keys, values)
 
 
+def write_both_passes(
+    spark: SparkSession, checked: DataFrame, task_map: TaskMap, config: PrepareConfig, out: Path
+) -> tuple[dict[str, int], dict[str, int], int]:
+    """Pass 1 (quarantine) and pass 2 (shards), submitted together: the scheduler still runs pass 1's
+    tasks first, but pass 2 is planned meanwhile and its tasks take any core pass 1 leaves idle.
+    Returns the quarantine counts, the example counts and the accepted rows."""
+    reasons = [r for r in REASONS if r != "unmapped" or task_map]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsrel-quarantine") as pool:
+        pass_1 = pool.submit(_write_quarantine, checked, reasons, out / "quarantine")
+        try:
+            examples_seen, accepted_rows = _write_shards(spark, checked, task_map, config, out / "shards")
+        except BaseException:
+            spark.sparkContext.cancelAllJobs()  # pass 1 stops too; pass 2's error is the one told
+            raise
+        return pass_1.result(), examples_seen, accepted_rows
+
+
+def reconcile(input_rows: int, accepted_rows: int, quarantined_rows: int, folded_rows: int,
+              unlabelled_rows: int) -> None:
+    """Every input row is accepted or quarantined, and every accepted row is in an example."""
+    if accepted_rows + quarantined_rows != input_rows:
+        raise RuntimeError(
+            f"count mismatch: {input_rows} input != {accepted_rows} accepted + {quarantined_rows} quarantined"
+        )
+    if folded_rows + unlabelled_rows != accepted_rows:
+        raise RuntimeError("count mismatch between accepted rows and rows folded into examples")
+
+
+def build_manifest(spark: SparkSession, inputs: Sequence[str], task_map: TaskMap, config: PrepareConfig,
+                   task_by: str | None, counts: dict[str, Any], started: float) -> dict[str, Any]:
+    """The manifest of docs/architecture.md from the run's counts (``input_rows``, ``accepted_rows``,
+    ``quarantine``, ``examples`` as observed, ``split_counts``)."""
+    ex = counts["examples"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "input": {"paths": [str(p) for p in inputs], "rows": counts["input_rows"]},
+        "accepted_rows": counts["accepted_rows"],
+        "quarantined_rows": sum(counts["quarantine"].values()),
+        "quarantine": counts["quarantine"],
+        "examples": {
+            "written": ex["examples"] - ex["unlabelled_examples"],
+            "unlabelled_excluded": ex["unlabelled_examples"],
+            "unlabelled_rows": ex["unlabelled_rows"],
+            "duplicate_rows_removed": ex["duplicate_rows"],
+        },
+        "tasks": [t.as_dict() for t in task_map.tasks],
+        "unmapped": task_map.unmapped,
+        "counts": counts["split_counts"],
+        "config": {**asdict(config), "split_ratios": list(config.split_ratios), "task_by": task_by},
+        "spark": {"version": spark.version, "master": spark.sparkContext.master},
+        "seconds": round(time.time() - started, 2),
+    }
+
+
 def run_prepare(
     spark: SparkSession,
     inputs: Sequence[str],
@@ -543,55 +571,19 @@ def run_prepare(
         if not task_by:
             raise UserError("give --task-map or --task-by")
         task_map = discover_task_map(raw, task_by)
-    checked = with_reason(raw, task_map)
-    reasons = [r for r in REASONS if r != "unmapped" or task_map]
     _progress("pass 1 writes the quarantine, pass 2 the shards", started)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="adsrel-quarantine") as pool:
-        # Both passes are submitted together: the scheduler still runs pass 1's tasks first, but
-        # pass 2 is planned meanwhile and its tasks take any core pass 1 leaves idle.
-        pass_1 = pool.submit(_write_quarantine, checked, reasons, out / "quarantine")
-        try:
-            ex, accepted_rows = _write_shards(spark, checked, task_map, config, out / "shards")
-        except BaseException:
-            spark.sparkContext.cancelAllJobs()  # pass 1 stops too; pass 2's error is the one told
-            raise
-        quarantine = pass_1.result()
-    # Counted apart from both passes, so that the reconciliation below compares independent counts:
-    # an observation over every row of pass 1 would break its whole-stage code generation, and this
-    # count reads no column, in a JVM the passes warmed. Reasons are observed on quarantined rows only.
+    quarantine, examples_seen, accepted_rows = write_both_passes(spark, with_reason(raw, task_map), task_map,
+                                                                 config, out)
+    # Counted apart from both passes, so that the reconciliation compares independent counts: an
+    # observation over every row of pass 1 would break its whole-stage code generation.
     input_rows = raw.count()
-    quarantined_rows = sum(quarantine.values())
-    _progress(f"{input_rows} input rows: {accepted_rows} accepted, {quarantined_rows} quarantined", started)
-    if accepted_rows + quarantined_rows != input_rows:
-        raise RuntimeError(
-            f"count mismatch: {input_rows} input != {accepted_rows} accepted + {quarantined_rows} quarantined"
-        )
+    _progress(f"{input_rows} input rows: {accepted_rows} accepted, {sum(quarantine.values())} quarantined", started)
     _progress("counting shards", started)
-    split_counts, labelled_rows = count_shards(out)
-    if labelled_rows + ex["unlabelled_rows"] != accepted_rows:
-        raise RuntimeError("count mismatch between accepted rows and rows folded into examples")
-
-    manifest = {
-        "schema_version": SCHEMA_VERSION,
-        "input": {"paths": [str(p) for p in inputs], "rows": input_rows},
-        "accepted_rows": accepted_rows,
-        "quarantined_rows": quarantined_rows,
-        "quarantine": quarantine,
-        "examples": {
-            "written": ex["examples"] - ex["unlabelled_examples"],
-            "unlabelled_excluded": ex["unlabelled_examples"],
-            "unlabelled_rows": ex["unlabelled_rows"],
-            "duplicate_rows_removed": ex["duplicate_rows"],
-        },
-        "tasks": [t.as_dict() for t in task_map.tasks],
-        "unmapped": task_map.unmapped,
-        "counts": split_counts,
-        "config": {**asdict(config), "split_ratios": list(config.split_ratios),
-                   "task_by": task_by},
-        "spark": {"version": spark.version, "master": spark.sparkContext.master},
-        "seconds": round(time.time() - started, 2),
-    }
+    split_counts, folded_rows = count_shards(out)
+    reconcile(input_rows, accepted_rows, sum(quarantine.values()), folded_rows, examples_seen["unlabelled_rows"])
+    manifest = build_manifest(spark, inputs, task_map, config, task_by, {
+        "input_rows": input_rows, "accepted_rows": accepted_rows, "quarantine": quarantine,
+        "examples": examples_seen, "split_counts": split_counts}, started)
     _write_manifest(out, manifest)
     _progress(f"manifest written: {manifest['examples']['written']} examples", started)
     return manifest
-
