@@ -28,7 +28,7 @@ REQUIRED_COLUMNS = ("query", "ad_id", "ad_title", "market", "vertical")
 REASONS = ("malformed_record", "missing_query", "missing_ad_id", "no_ad_text", "invalid_market",
            "missing_vertical", "unmapped")
 LOCALE = re.compile(LOCALE_PATTERN)
-# A scored row, in order (docs/architecture.md, "Batch scoring"): every engine writes this schema.
+# A scored row, in order (docs/architecture.md, "Batch scoring output"): every engine writes this schema.
 SCORE_SCHEMA = pa.schema([
     ("candidate_id", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("market", pa.string()),
     ("vertical", pa.string()), ("task", pa.string()), ("score", pa.float64()), ("model_name", pa.string()),

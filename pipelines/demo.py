@@ -125,10 +125,9 @@ class Demo:
     @property
     def spark(self):
         if self._spark is None:
-            from pipelines.spark import build_session
+            from pipelines.spark import SCORING_SETTINGS, build_session
 
-            self._spark = build_session("adsrel-demo", self.config.master, {
-                "spark.ui.enabled": "false", "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"})
+            self._spark = build_session("adsrel-demo", self.config.master, SCORING_SETTINGS)
         return self._spark
 
     def stop(self) -> None:

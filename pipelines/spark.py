@@ -40,6 +40,9 @@ LOCAL_DRIVER_JAVA_OPTIONS = " ".join([
     "-XX:Tier4BackEdgeThreshold=400000",
 ])
 
+# A session that scores: scored_at as microsecond timestamps (the schema the local engine writes), no UI.
+SCORING_SETTINGS = {"spark.ui.enabled": "false", "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"}
+
 LOCAL_SHUFFLE_PARTITION_SIZE = "16m"
 LOCAL_SETTINGS = {
     "spark.sql.adaptive.advisoryPartitionSizeInBytes": LOCAL_SHUFFLE_PARTITION_SIZE,

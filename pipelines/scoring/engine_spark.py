@@ -159,12 +159,11 @@ def _report_progress(spark: SparkSession, done: threading.Event, every_s: float 
 
 def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: ScoreOutput, *, master: str | None,
                      scored_at: datetime, spark: SparkSession | None = None) -> Counts:
-    from pipelines.spark import build_session
+    from pipelines.spark import SCORING_SETTINGS, build_session
 
     own = spark is None
     if own:
-        spark = build_session("adsrel-score", master, {"spark.ui.enabled": "false",
-                                                       "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS"})
+        spark = build_session("adsrel-score", master, SCORING_SETTINGS)
     done = threading.Event()
     threading.Thread(target=_report_progress, args=(spark, done), daemon=True, name="adsrel-score-progress").start()
     try:
