@@ -88,26 +88,35 @@ def resident_training_bytes(model: nn.Module) -> int:
     return total
 
 
-def main(argv: list[str] | None = None) -> int:
+TARGETS_BY_RATIO = {
+    "train_mtl_vs_peft_lora": 1.05,
+    "infer_mixed_vs_base": 1.15,
+    "infer_merged_vs_base": 1.02,
+    "memory_step_peak_mtl_vs_peft_lora": 1.10,
+    "memory_total_mtl_vs_peft_lora": 1.10,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=15, help="measured steps per variant (median reported)")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json", help="also write the results here")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    return parser.parse_args(argv)
 
-    base = load_backbone(DEFAULT_BACKBONE)
-    batch = make_batch(base.config.vocab_size)
+
+def build_models(base: nn.Module) -> dict[str, nn.Module]:
+    """Copies of ``base`` with MTL-LoRA, PEFT LoRA, adsrel's LoRA, and MTL-LoRA merged for one task;
+    ``base`` itself is frozen afterwards."""
     targets = DEFAULT_TARGETS["bert"]
-    task_ids = torch.arange(BATCH) % TASKS
-
-    mtl = MultiTaskModel(copy.deepcopy(base), AdapterConfig(num_tasks=TASKS, rank=RANK, num_up=NUM_UP, alpha=16.0))
-    peft_lora = get_peft_model(
-        copy.deepcopy(base), LoraConfig(r=RANK, lora_alpha=16, lora_dropout=0.0, target_modules=targets)
-    )
-    ours_lora = MultiTaskModel(copy.deepcopy(base), AdapterConfig(method="lora", num_tasks=TASKS, rank=RANK))
+    models = {
+        "mtl_lora": MultiTaskModel(copy.deepcopy(base),
+                                   AdapterConfig(num_tasks=TASKS, rank=RANK, num_up=NUM_UP, alpha=16.0)),
+        "peft_lora": get_peft_model(
+            copy.deepcopy(base), LoraConfig(r=RANK, lora_alpha=16, lora_dropout=0.0, target_modules=targets)),
+        "adsrel_lora": MultiTaskModel(copy.deepcopy(base), AdapterConfig(method="lora", num_tasks=TASKS, rank=RANK)),
+    }
     merged = MultiTaskModel(copy.deepcopy(base), AdapterConfig(num_tasks=TASKS, rank=RANK, num_up=NUM_UP))
     with torch.no_grad():  # a trained-looking adapter, so merging really changes weights
         for p in merged.parameters():
@@ -115,43 +124,47 @@ def main(argv: list[str] | None = None) -> int:
                 p.add_(0.01 * torch.randn_like(p))
     merged.merge(3)
     base.requires_grad_(False)
+    return {**models, "mtl_lora_merged": merged}
 
-    setup = f"threads={torch.get_num_threads()} batch={BATCH} seq={SEQ} tasks={TASKS} r={RANK} n={NUM_UP}"
-    print(setup, file=sys.stderr)
+
+def time_steps(models: dict[str, nn.Module], base: nn.Module, batch: dict, task_ids: torch.Tensor,
+               args: argparse.Namespace) -> tuple[dict[str, float], dict[str, float]]:
+    """Median seconds of a train step and of an inference call per variant (each group interleaved)."""
+    mtl = models["mtl_lora"]
     print("timing train steps ...", file=sys.stderr)
-    train = interleaved_medians(
-        {
-            "peft_lora": make_train_step(peft_lora, batch),
-            "mtl_lora": make_train_step(mtl, batch, task_ids=task_ids),
-            "adsrel_lora": make_train_step(ours_lora, batch),
-        },
-        warmup=args.warmup,
-        repeats=args.repeats,
-    )
+    steps = {"peft_lora": make_train_step(models["peft_lora"], batch),
+             "mtl_lora": make_train_step(mtl, batch, task_ids=task_ids),
+             "adsrel_lora": make_train_step(models["adsrel_lora"], batch)}
+    train = interleaved_medians(steps, warmup=args.warmup, repeats=args.repeats)
     print("timing inference ...", file=sys.stderr)
-    infer = interleaved_medians(
-        {
-            "base": make_inference(base, batch),
-            "mtl_lora_mixed": make_inference(mtl, batch, task_ids=task_ids),
-            "mtl_lora_merged": make_inference(merged, batch),
-        },
-        warmup=args.warmup,
-        repeats=args.repeats * 2,
-    )
+    calls = {"base": make_inference(base, batch),
+             "mtl_lora_mixed": make_inference(mtl, batch, task_ids=task_ids),
+             "mtl_lora_merged": make_inference(models["mtl_lora_merged"], batch)}
+    infer = interleaved_medians(calls, warmup=args.warmup, repeats=args.repeats * 2)
+    return train, infer
+
+
+def measure_memory(models: dict[str, nn.Module], batch: dict,
+                   task_ids: torch.Tensor) -> tuple[dict[str, int], dict[str, int]]:
+    """Peak bytes of one train step, and that plus the resident training state, of PEFT LoRA and MTL-LoRA."""
     print("measuring memory ...", file=sys.stderr)
     step_peak = {
-        "peft_lora": peak_step_memory(make_train_step(peft_lora, batch)),
-        "mtl_lora": peak_step_memory(make_train_step(mtl, batch, task_ids=task_ids)),
+        "peft_lora": peak_step_memory(make_train_step(models["peft_lora"], batch)),
+        "mtl_lora": peak_step_memory(make_train_step(models["mtl_lora"], batch, task_ids=task_ids)),
     }
-    resident = {"peft_lora": resident_training_bytes(peft_lora), "mtl_lora": resident_training_bytes(mtl)}
+    resident = {name: resident_training_bytes(models[name]) for name in ("peft_lora", "mtl_lora")}
     total = {k: step_peak[k] + resident[k] for k in step_peak}
+    return step_peak, total
 
-    results = {
+
+def collect_results(models: dict[str, nn.Module], train: dict[str, float], infer: dict[str, float],
+                    step_peak: dict[str, int], total: dict[str, int]) -> dict:
+    return {
         "train_step_s": train,
         "inference_s": infer,
         "params": {
-            "mtl_lora": mtl.trainable_parameter_count(),
-            "peft_lora": sum(p.numel() for p in peft_lora.parameters() if p.requires_grad),
+            "mtl_lora": models["mtl_lora"].trainable_parameter_count(),
+            "peft_lora": sum(p.numel() for p in models["peft_lora"].parameters() if p.requires_grad),
         },
         "step_peak_bytes": step_peak,
         "training_total_bytes": total,
@@ -164,25 +177,40 @@ def main(argv: list[str] | None = None) -> int:
             "memory_total_mtl_vs_peft_lora": total["mtl_lora"] / total["peft_lora"],
         },
     }
-    targets_by_ratio = {
-        "train_mtl_vs_peft_lora": 1.05,
-        "infer_mixed_vs_base": 1.15,
-        "infer_merged_vs_base": 1.02,
-        "memory_step_peak_mtl_vs_peft_lora": 1.10,
-        "memory_total_mtl_vs_peft_lora": 1.10,
-    }
+
+
+def print_report(results: dict) -> None:
+    """The ratios against their targets, then the timings, parameter counts and memory."""
     print(f"\n{'measure':<40}{'value':>12}{'target':>10}")
     for name, ratio in results["ratios"].items():
-        target = targets_by_ratio.get(name)
+        target = TARGETS_BY_RATIO.get(name)
         flag = "" if target is None else ("  ok" if ratio <= target else "  MISSED")
         print(f"{name:<40}{ratio:>11.3f}x{'' if target is None else f'<= {target:.2f}':>10}{flag}")
+    train, infer = results["train_step_s"], results["inference_s"]
     timings = {**{f"train {k}": v for k, v in train.items()}, **{f"infer {k}": v for k, v in infer.items()}}
     for name, secs in timings.items():
         print(f"{name:<40}{secs * 1000:>10.1f}ms")
     for name, count in results["params"].items():
         print(f"trainable params {name:<23}{count:>12,}")
+    step_peak, total = results["step_peak_bytes"], results["training_total_bytes"]
     for name in step_peak:
         print(f"step peak / total MiB {name:<18}{step_peak[name] / 2**20:>8.1f} / {total[name] / 2**20:.1f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    base = load_backbone(DEFAULT_BACKBONE)
+    batch = make_batch(base.config.vocab_size)
+    task_ids = torch.arange(BATCH) % TASKS
+    models = build_models(base)
+    print(f"threads={torch.get_num_threads()} batch={BATCH} seq={SEQ} tasks={TASKS} r={RANK} n={NUM_UP}",
+          file=sys.stderr)
+    train, infer = time_steps(models, base, batch, task_ids, args)
+    step_peak, total = measure_memory(models, batch, task_ids)
+    results = collect_results(models, train, infer, step_peak, total)
+    print_report(results)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)

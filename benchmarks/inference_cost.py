@@ -21,7 +21,7 @@ from pathlib import Path
 from benchmarks.timing import interleaved_medians
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workdir", type=Path, default=Path("bench-out/quality"),
                         help="the --workdir of benchmarks.quality (models/ and shards/)")
@@ -29,26 +29,32 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", type=Path)
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
-    import torch
 
+def load_inputs(workdir: Path, seed: int, rows: int):
+    """The seed's scorers by variant, ``rows`` mixed-task test rows and ``rows`` of the largest task (and
+    its name); None when benchmarks.quality has left no models."""
     from features.shards import read_split
     from models.scoring import Scorer
 
-    torch.set_num_threads(2)
-    models = sorted(p.parent for p in (args.workdir / "models").glob(f"*-seed{args.seed}/adsrel_model.json"))
+    models = sorted(p.parent for p in (workdir / "models").glob(f"*-seed{seed}/adsrel_model.json"))
     if not models:
-        print(f"no models under {args.workdir / 'models'}: run benchmarks.quality first", file=sys.stderr)
-        return 2
-    test = read_split(args.workdir / "shards", "test")
-    mixed = test.sample(min(args.rows, len(test)), random_state=0)
+        print(f"no models under {workdir / 'models'}: run benchmarks.quality first", file=sys.stderr)
+        return None
+    test = read_split(workdir / "shards", "test")
+    mixed = test.sample(min(rows, len(test)), random_state=0)
     largest = test["task"].value_counts().index[0]
-    single = test[test.task == largest].sample(min(args.rows, int((test.task == largest).sum())), random_state=0)
+    single = test[test.task == largest].sample(min(rows, int((test.task == largest).sum())), random_state=0)
     scorers = {m.name.rsplit("-seed", 1)[0]: Scorer.load(m, max_batch=64) for m in models}
+    return scorers, mixed, single, largest
 
+
+def time_scorers(scorers: dict, mixed, single, repeats: int) -> tuple[dict, dict, dict[str, str]]:
+    """Median seconds per variant on the mixed rows, and on the one segment unmerged and merged (with why
+    a variant cannot merge)."""
     mixed_s = interleaved_medians({v: (lambda s=s: s.logits(mixed, merge=False)) for v, s in scorers.items()},
-                                  warmup=1, repeats=args.repeats)
+                                  warmup=1, repeats=repeats)
     calls = {}
     for variant, scorer in scorers.items():
         calls[variant] = lambda s=scorer: s.logits(single, merge=False)
@@ -58,18 +64,22 @@ def main() -> int:
             merged[variant] = "cannot merge: no adapter layers"
             continue
         calls[variant + " merged"] = lambda s=scorer: s.logits(single, merge=True)
-    single_s = interleaved_medians(calls, warmup=1, repeats=args.repeats)
+    single_s = interleaved_medians(calls, warmup=1, repeats=repeats)
+    return mixed_s, single_s, merged
 
+
+def report(scorers: dict, rows: tuple[int, int], mixed_s: dict, single_s: dict, merged: dict[str, str]) -> dict:
+    """Prints rows/s per variant, mixed against lora and merged against unmerged; the same as a dict."""
+    n_mixed, n_single = rows
     lora = mixed_s.get("lora")
-    print(f"scoring {len(mixed)} mixed-task rows and {len(single)} rows of {largest}; median of {args.repeats}")
     print(f"{'variant':<16} {'mixed rows/s':>13} {'vs lora':>8} {'1-seg rows/s':>13} {'merged rows/s':>14} "
           f"{'merged/unmerged':>16}")
     out = {}
     for variant in scorers:
-        m_rate = len(mixed) / mixed_s[variant]
-        s_rate = len(single) / single_s[variant]
+        m_rate = n_mixed / mixed_s[variant]
+        s_rate = n_single / single_s[variant]
         key = variant + " merged"
-        merged_rate = len(single) / single_s[key] if key in single_s else None
+        merged_rate = n_single / single_s[key] if key in single_s else None
         ratio = f"{mixed_s[variant] / lora:.2f}x" if lora else "-"
         merged_text = f"{merged_rate:14,.0f}" if merged_rate else f"{'n/a':>14}"
         speedup = f"{single_s[variant] / single_s[key]:15.2f}x" if merged_rate else f"{'':>16}"
@@ -79,6 +89,21 @@ def main() -> int:
                         "merge": merged.get(variant, "ok")}
     for variant, why in merged.items():
         print(f"{variant}: {why}")
+    return out
+
+
+def main() -> int:
+    args = parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    inputs = load_inputs(args.workdir, args.seed, args.rows)
+    if inputs is None:
+        return 2
+    scorers, mixed, single, largest = inputs
+    mixed_s, single_s, merged = time_scorers(scorers, mixed, single, args.repeats)
+    print(f"scoring {len(mixed)} mixed-task rows and {len(single)} rows of {largest}; median of {args.repeats}")
+    out = report(scorers, (len(mixed), len(single)), mixed_s, single_s, merged)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     return 0

@@ -112,7 +112,7 @@ def synth(rows: int, path: str) -> float:
     return time.perf_counter() - started
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1000000,4000000")
     parser.add_argument("--workdir", default="/tmp/adsrel-bench")
@@ -120,17 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the generated data")
     parser.add_argument("--child", nargs=2, metavar=("RAW", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--bare-child", nargs=2, metavar=("ROWS", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    if args.child:
-        print(json.dumps(measure_one(*args.child)))
-        return 0
-    if args.bare_child:
-        print(json.dumps(measure_bare(int(args.bare_child[0]), args.bare_child[1])))
-        return 0
+    return parser.parse_args(argv)
 
-    sizes = [int(s) for s in args.sizes.split(",")]
-    work = Path(args.workdir)
+
+def measure_sizes(sizes: list[int], work: Path, keep: bool) -> list[dict]:
+    """Per size: synth the raw logs, then prepare and the bare floor, each in its own process."""
     results = []
     try:
         for rows in sizes:
@@ -144,9 +138,12 @@ def main(argv: list[str] | None = None) -> int:
             figures["bare_s"] = in_child("--bare-child", str(rows), str(work / f"bare-{rows}"))["job_s"]
             results.append(figures)
     finally:
-        if not args.keep:
+        if not keep:
             shutil.rmtree(work, ignore_errors=True)
+    return results
 
+
+def print_table(results: list[dict]) -> None:
     print(f"adsrel prepare, master {MASTER}, {os.cpu_count()} CPUs, Spark driver memory "
           f"{results[0]['driver_memory']}")
     header = (f"{'rows':>10} {'job s':>8} {'rows/s':>10} {'process s':>10} {'synth s':>8} "
@@ -158,22 +155,40 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['process_s']:>10.1f} {r['synth_s']:>8.1f} {r['jvm_peak_mib']:>13,.0f} "
               f"{r['python_peak_mib']:>12,.0f} {r['quarantined_rows']:>12,} {r['examples_written']:>10,} "
               f"{r['rows'] / r['bare_s']:>12,.0f} {r['bare_s'] / r['job_s']:>8.2f}")
+
+
+def check_targets(results: list[dict]) -> dict:
+    """The largest size against the smallest and against its bare floor, printed with the targets."""
+    small, large = results[0], results[-1]
+    ratio = large["job_s"] / small["job_s"]
+    rate = large["rows"] / large["job_s"]
+    size_ratio = large["rows"] / small["rows"]
+    print(f"time ratio {large['rows']:,} : {small['rows']:,} = {ratio:.2f} "
+          f"(rows x{size_ratio:g}; target <= {TARGET_RATIO}) "
+          f"{'OK' if ratio <= TARGET_RATIO else 'MISSED'}")
+    print(f"throughput at {large['rows']:,} = {rate:,.0f} rows/s (target >= {TARGET_ROWS_PER_S:,}) "
+          f"{'OK' if rate >= TARGET_ROWS_PER_S else 'MISSED'}")
+    of_bare = large["bare_s"] / large["job_s"]
+    verdict = "OK" if of_bare >= 0.5 else "MISSED"
+    print(f"prepare at {large['rows']:,} runs at {of_bare:.2f} of a bare generate-and-write of the same "
+          f"rows ({large['rows'] / large['bare_s']:,.0f} rows/s) (target >= 0.5) {verdict}")
+    return {"time_ratio": ratio, "rows_per_s_large": rate, "fraction_of_bare_large": of_bare}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if args.child:
+        print(json.dumps(measure_one(*args.child)))
+        return 0
+    if args.bare_child:
+        print(json.dumps(measure_bare(int(args.bare_child[0]), args.bare_child[1])))
+        return 0
+    results = measure_sizes([int(s) for s in args.sizes.split(",")], Path(args.workdir), args.keep)
+    print_table(results)
     summary: dict = {"results": results}
     if len(results) >= 2:
-        small, large = results[0], results[-1]
-        ratio = large["job_s"] / small["job_s"]
-        rate = large["rows"] / large["job_s"]
-        size_ratio = large["rows"] / small["rows"]
-        print(f"time ratio {large['rows']:,} : {small['rows']:,} = {ratio:.2f} "
-              f"(rows x{size_ratio:g}; target <= {TARGET_RATIO}) "
-              f"{'OK' if ratio <= TARGET_RATIO else 'MISSED'}")
-        print(f"throughput at {large['rows']:,} = {rate:,.0f} rows/s (target >= {TARGET_ROWS_PER_S:,}) "
-              f"{'OK' if rate >= TARGET_ROWS_PER_S else 'MISSED'}")
-        of_bare = large["bare_s"] / large["job_s"]
-        verdict = "OK" if of_bare >= 0.5 else "MISSED"
-        print(f"prepare at {large['rows']:,} runs at {of_bare:.2f} of a bare generate-and-write of the same "
-              f"rows ({large['rows'] / large['bare_s']:,.0f} rows/s) (target >= 0.5) {verdict}")
-        summary.update({"time_ratio": ratio, "rows_per_s_large": rate, "fraction_of_bare_large": of_bare})
+        summary.update(check_targets(results))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=2))
     return 0

@@ -38,7 +38,9 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +88,7 @@ def make_shards(workdir: Path, rows: int, split: tuple[float, float, float] = SP
 def strip_market_cues(shards: Path, out: Path) -> Path:
     """A copy of ``shards`` whose ad text no longer names the market: every display URL on .com,
     every price in $. synth writes the market only there, so afterwards task identity carries what
-    the text cannot tell (the diagnosis found the text gives the market away for 97% of rows)."""
+    the text cannot tell (the diagnosis found the text gives the market away)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -318,7 +320,7 @@ def shared_lock(path: Path | None):
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=7_000, help="synthetic raw log rows")
     parser.add_argument("--epochs", type=float, default=2.0, help="epochs of the training split, every run")
@@ -335,7 +337,157 @@ def main() -> int:
     parser.add_argument("--lock", type=Path, help="hold a shared lock on this file during each run")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: write table.md and gain_vs_size.png from the runs in results.json")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def set_environment(workdir: Path) -> None:
+    """MLflow into a SQLite store under ``workdir``, one experiment, quiet transformers (unless set already)."""
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir.resolve()}/mlflow.db")
+    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "ads-relevance-quality")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def run_budget(args: argparse.Namespace) -> dict:
+    """What the runs' figures depend on: results.json is reused only under the same budget."""
+    return {"rows": args.rows, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length,
+            "valid_rows": args.valid_rows, "test_rows": args.test_rows, "market_cues": args.market_cues,
+            "split": list(SPLIT), "trials": TRIALS}
+
+
+def load_saved(results_path: Path, budget: dict) -> dict | None:
+    """What ``results_path`` holds ({} if nothing yet), or None when it holds runs of another budget."""
+    # A rerun with the same --workdir keeps the runs already measured (an interrupted benchmark resumes).
+    saved = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if saved and saved.get("budget") != budget:
+        log(f"{results_path} holds runs of another budget ({saved.get('budget')}): use another --workdir")
+        return None
+    return saved
+
+
+@dataclass
+class Bench:
+    """What every run of one benchmark shares: its arguments and budget, the data, the ranks, the runs so far."""
+
+    args: argparse.Namespace
+    budget: dict
+    shards: Path
+    train_rows: dict[str, int]
+    test: Any  # the test rows every final run is scored on (a pandas DataFrame)
+    ranks: dict[str, int]
+    results: list[dict]
+    started: float
+
+    def save(self) -> None:
+        (self.args.workdir / "results.json").write_text(json.dumps(
+            {"budget": self.budget, "ranks": self.ranks, "train_rows": self.train_rows, "runs": self.results},
+            indent=1))
+
+
+def prepare_data(args: argparse.Namespace) -> tuple[Path, dict[str, int]]:
+    """The shards (made once per --workdir, stripped of market cues if asked) and the training rows per task."""
+    from features.shards import read_manifest, task_names
+
+    with shared_lock(args.lock):
+        shards = make_shards(args.workdir, args.rows)
+        if args.market_cues == "strip":
+            shards = strip_market_cues(shards, args.workdir / "shards-no-market-cues")
+    manifest = read_manifest(shards)
+    train_rows = {t: manifest["counts"]["train"].get(t, {}).get("rows", 0) for t in task_names(manifest)}
+    return shards, train_rows
+
+
+def budget_ranks(num_tasks: int) -> dict[str, int]:
+    """matched_ranks, logged, with a warning for a method that integer ranks keep off the budget."""
+    ranks, counts, target = matched_ranks(num_tasks)
+    log(f"matched ranks {ranks}; trainable {counts} (mtl_lora reference {target:,})")
+    for method, count in counts.items():
+        if abs(count - target) > BUDGET_TOLERANCE * target:
+            log(f"WARNING {method}: {count:,} trainable parameters is outside ±15% of {target:,} at integer ranks")
+    return ranks
+
+
+def set_up(args: argparse.Namespace, budget: dict, saved: dict, started: float) -> Bench:
+    shards, train_rows = prepare_data(args)
+    log(f"shards ready ({time.perf_counter() - started:.0f}s): train rows per task {train_rows}")
+    test = sample_test_rows(shards, args.test_rows)
+    ranks = budget_ranks(len(train_rows))
+    return Bench(args, budget, shards, train_rows, test, ranks, saved.get("runs", []), started)
+
+
+def already_run(results: list[dict], variant: str, phase: str, trial: int | None, seed: int) -> bool:
+    return any(r["variant"] == variant and r["phase"] == phase and r["seed"] == seed
+               and (phase == "seed" or r["trial"] == trial) for r in results)
+
+
+def train_step(bench: Bench, client, step: tuple[str, str, int | None, int], label: str) -> tuple[dict, Any]:
+    """Trains one step of the plan (a seed run takes its method's chosen trial): the run's record and config."""
+    from pipelines.training.config import load_train_config
+    from pipelines.training.loop import train
+
+    variant, phase, trial, seed = step
+    if phase == "seed":
+        trial = chosen_trial(bench.results, variant)
+    settings = TRIALS[variant][trial]
+    out = bench.args.workdir / "models" / (f"{variant}-trial{trial}" if phase == "trial" else f"{variant}-seed{seed}")
+    config = load_train_config(None, variant_overrides(variant, settings, bench.ranks, bench.args, seed))
+    what = f"trial {trial}" if phase == "trial" else f"chosen trial {trial}"
+    log(f"{label}: {variant} {what}, seed {seed} ({settings})")
+    with shared_lock(bench.args.lock):
+        t0 = time.perf_counter()
+        result = train(bench.shards, out, config)
+        train_s = time.perf_counter() - t0
+    client.set_tag(result.run_id, "benchmark_variant", variant)
+    client.set_tag(result.run_id, "benchmark_phase", f"{phase} {trial}")
+    run = {"variant": variant, "phase": phase, "trial": trial, "seed": seed, "settings": settings,
+           "valid_macro": result.best_macro_auc, "train_s": train_s, "run_id": result.run_id,
+           "model": str(out), "examples_per_s": result.examples_per_second,
+           "trainable": json.loads((out / "adsrel_model.json").read_text())["trainable_parameters"]}
+    return run, config
+
+
+def score_step(bench: Bench, client, run: dict, config, first_seed: int) -> None:
+    """Scores what ``run`` makes final on test: a seed run itself, or its method's chosen trial once the
+    last trial ran (linked as the method's first-seed model)."""
+    from pipelines.training.config import load_train_config
+
+    variant, seed = run["variant"], run["seed"]
+    best = chosen_trial(bench.results, variant) if run["phase"] == "trial" else None
+    if best is not None:
+        chosen = next(r for r in bench.results
+                      if r["variant"] == variant and r["phase"] == "trial" and r["trial"] == best)
+        seed_dir = bench.args.workdir / "models" / f"{variant}-seed{first_seed}"  # where quality_diagnosis looks
+        seed_dir.unlink(missing_ok=True)
+        seed_dir.symlink_to(Path(chosen["model"]).name)
+        overrides = variant_overrides(variant, chosen["settings"], bench.ranks, bench.args, seed)
+        score_final(chosen, bench.test, client, load_train_config(None, overrides))
+        log(f"{variant}: trial {chosen['trial']} chosen on valid ({chosen['valid_macro']:.4f}): "
+            f"test macro AUC {chosen['macro']:.4f}")
+    elif run["phase"] == "seed":
+        score_final(run, bench.test, client, config)
+        log(f"{variant} seed {seed}: test macro AUC {run['macro']:.4f}")
+
+
+def run_all(bench: Bench) -> None:
+    """Every step of the plan not in results.json yet, in order; results.json is saved after each."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    seeds = [int(s) for s in bench.args.seeds.split(",")]
+    plan = run_plan(bench.args.variants.split(","), seeds)
+    for number, step in enumerate(plan, 1):
+        if already_run(bench.results, *step):
+            continue
+        label = f"run {number}/{len(plan)}"
+        run, config = train_step(bench, client, step, label)
+        bench.results.append(run)
+        score_step(bench, client, run, config, seeds[0])
+        bench.save()
+        elapsed = (time.perf_counter() - bench.started) / 60
+        log(f"{label} done in {run['train_s'] / 60:.1f} min; {elapsed:.0f} min so far")
+
+
+def main() -> int:
+    args = parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     if args.report_only:
         return report(args.workdir)
@@ -343,91 +495,14 @@ def main() -> int:
     if unknown:
         log(f"unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})")
         return 2
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{args.workdir.resolve()}/mlflow.db")
-    os.environ.setdefault("MLFLOW_EXPERIMENT_NAME", "ads-relevance-quality")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-    from mlflow import MlflowClient
-
-    from features.shards import read_manifest, task_names
-    from pipelines.training.config import load_train_config
-    from pipelines.training.loop import train
-
+    set_environment(args.workdir)
     started = time.perf_counter()
-    results_path = args.workdir / "results.json"
-    # A rerun with the same --workdir keeps the runs already measured (an interrupted benchmark resumes).
-    saved = json.loads(results_path.read_text()) if results_path.exists() else {}
-    budget = {"rows": args.rows, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length,
-              "valid_rows": args.valid_rows, "test_rows": args.test_rows, "market_cues": args.market_cues,
-              "split": list(SPLIT), "trials": TRIALS}
-    if saved and saved.get("budget") != budget:
-        log(f"{results_path} holds runs of another budget ({saved.get('budget')}): use another --workdir")
+    budget = run_budget(args)
+    saved = load_saved(args.workdir / "results.json", budget)
+    if saved is None:
         return 2
-    with shared_lock(args.lock):
-        shards = make_shards(args.workdir, args.rows)
-        if args.market_cues == "strip":
-            shards = strip_market_cues(shards, args.workdir / "shards-no-market-cues")
-    manifest = read_manifest(shards)
-    tasks = task_names(manifest)
-    train_rows = {t: manifest["counts"]["train"].get(t, {}).get("rows", 0) for t in tasks}
-    log(f"shards ready ({time.perf_counter() - started:.0f}s): train rows per task {train_rows}")
-    test = sample_test_rows(shards, args.test_rows)
-    ranks, counts, target = matched_ranks(len(tasks))
-    log(f"matched ranks {ranks}; trainable {counts} (mtl_lora reference {target:,})")
-    for method, count in counts.items():
-        if abs(count - target) > BUDGET_TOLERANCE * target:
-            log(f"WARNING {method}: {count:,} trainable parameters is outside ±15% of {target:,} at integer ranks")
-
-    results: list[dict] = saved.get("runs", [])
-    client = MlflowClient()
-    variants = args.variants.split(",")
-    seeds = [int(s) for s in args.seeds.split(",")]
-    plan = run_plan(variants, seeds)
-
-    def save() -> None:
-        results_path.write_text(json.dumps({"budget": budget, "ranks": ranks, "train_rows": train_rows,
-                                            "runs": results}, indent=1))
-
-    for number, (variant, phase, trial, seed) in enumerate(plan, 1):
-        done = any(r["variant"] == variant and r["phase"] == phase and r["seed"] == seed
-                   and (phase == "seed" or r["trial"] == trial) for r in results)
-        if done:
-            continue
-        if phase == "seed":
-            trial = chosen_trial(results, variant)
-        settings = TRIALS[variant][trial]
-        out = args.workdir / "models" / (f"{variant}-trial{trial}" if phase == "trial" else f"{variant}-seed{seed}")
-        config = load_train_config(None, variant_overrides(variant, settings, ranks, args, seed))
-        what = f"trial {trial}" if phase == "trial" else f"chosen trial {trial}"
-        log(f"run {number}/{len(plan)}: {variant} {what}, seed {seed} ({settings})")
-        with shared_lock(args.lock):
-            t0 = time.perf_counter()
-            result = train(shards, out, config)
-            train_s = time.perf_counter() - t0
-        client.set_tag(result.run_id, "benchmark_variant", variant)
-        client.set_tag(result.run_id, "benchmark_phase", f"{phase} {trial}")
-        run = {"variant": variant, "phase": phase, "trial": trial, "seed": seed, "settings": settings,
-               "valid_macro": result.best_macro_auc, "train_s": train_s, "run_id": result.run_id,
-               "model": str(out), "examples_per_s": result.examples_per_second,
-               "trainable": json.loads((out / "adsrel_model.json").read_text())["trainable_parameters"]}
-        results.append(run)
-        best = chosen_trial(results, variant) if phase == "trial" else None
-        if best is not None:
-            chosen = next(r for r in results
-                          if r["variant"] == variant and r["phase"] == "trial" and r["trial"] == best)
-            seed_dir = args.workdir / "models" / f"{variant}-seed{seeds[0]}"  # where quality_diagnosis looks
-            seed_dir.unlink(missing_ok=True)
-            seed_dir.symlink_to(Path(chosen["model"]).name)
-            chosen_config = load_train_config(None, variant_overrides(variant, chosen["settings"], ranks, args, seed))
-            score_final(chosen, test, client, chosen_config)
-            log(f"{variant}: trial {chosen['trial']} chosen on valid ({chosen['valid_macro']:.4f}): "
-                f"test macro AUC {chosen['macro']:.4f}")
-        elif phase == "seed":
-            score_final(run, test, client, config)
-            log(f"{variant} seed {seed}: test macro AUC {run['macro']:.4f}")
-        save()
-        elapsed = (time.perf_counter() - started) / 60
-        log(f"run {number}/{len(plan)} done in {train_s / 60:.1f} min; {elapsed:.0f} min so far")
+    bench = set_up(args, budget, saved, started)
+    run_all(bench)
     report(args.workdir)
     print(f"\ntotal {(time.perf_counter() - started) / 60:.1f} min; results in {args.workdir}")
     return 0

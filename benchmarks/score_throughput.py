@@ -184,7 +184,7 @@ def in_child(variant: str, args: argparse.Namespace) -> dict:
     return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--repeats", type=int, default=1)
@@ -193,15 +193,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--length-mix", choices=("realistic", "synth"), default="realistic")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child, args.workdir, args.length_mix)))
-        return 0
+    return parser.parse_args(argv)
 
-    args.workdir.mkdir(parents=True, exist_ok=True)
-    candidates, model = make_inputs(args.workdir, args.rows, args.length_mix)
-    _, _, lengths, scorer = accepted_pairs(candidates, model)
-    flops = model_flops(lengths, scorer.model.encoder.model.config)
+
+def measure_variants(args: argparse.Namespace) -> tuple[dict[str, list[dict]], list[float]]:
+    """Each variant in its own process, round-robin over --repeats, between two matmul peaks."""
     variants = [v for v in args.variants.split(",") if v]
     peaks = [matmul_peak()]
     runs: dict[str, list[dict]] = {v: [] for v in variants}
@@ -211,18 +207,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {variant}: {runs[variant][-1]['pairs'] / runs[variant][-1]['seconds']:.1f} pairs/s",
                   file=sys.stderr)
     peaks.append(matmul_peak())
-    peak = max(peaks)
+    return runs, peaks
 
-    quantiles = dict(zip(("p5", "p25", "p50", "p75", "p95", "max"),
-                         statistics.quantiles(lengths, n=20)[0:1] + statistics.quantiles(lengths, n=4)
-                         + statistics.quantiles(lengths, n=20)[18:19] + [max(lengths)], strict=True))
-    figures: dict = {"rows": args.rows, "length_mix": args.length_mix, "pairs": len(lengths),
-                     "mean_tokens": statistics.mean(lengths), "token_quantiles": quantiles,
-                     "model_flops": flops, "matmul_peak_flops": peak, "matmul_peaks": peaks, "variants": {}}
-    base = statistics.median(r["pairs"] / r["seconds"] for r in runs["hf_baseline"]) if "hf_baseline" in runs else None
-    mix = ", ".join(f"{k} {v:.0f}" for k, v in quantiles.items())
-    print(f"{len(lengths)} pairs scored of {args.rows} candidates ({args.length_mix} length mix), tokens per pair: "
-          f"mean {figures['mean_tokens']:.1f}, {mix}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+
+def token_quantiles(lengths: list[int]) -> dict[str, float]:
+    return dict(zip(("p5", "p25", "p50", "p75", "p95", "max"),
+                    statistics.quantiles(lengths, n=20)[0:1] + statistics.quantiles(lengths, n=4)
+                    + statistics.quantiles(lengths, n=20)[18:19] + [max(lengths)], strict=True))
+
+
+def variant_figures(figures: dict, runs: dict[str, list[dict]], base: float | None) -> None:
+    """Per variant into ``figures``: median pairs/s and seconds, ratio to the baseline, share of the
+    matmul peak, peak memory; printed as a table."""
+    flops, peak = figures["model_flops"], figures["matmul_peak_flops"]
     print(f"{'variant':<14} {'pairs/s':>9} {'vs baseline':>12} {'model GFLOP/s':>14} {'of peak':>8}  peak memory MiB")
     for variant, results in runs.items():
         rate = statistics.median(r["pairs"] / r["seconds"] for r in results)
@@ -235,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = f"{rate / base:.2f}x" if base else "-"
         text = ", ".join(f"{k} {v:,.0f}" for k, v in memory.items())
         print(f"{variant:<14} {rate:9.1f} {ratio:>12} {achieved / 1e9:14.1f} {achieved / peak:8.2f}  {text}")
+
+
+def target_checks(figures: dict, base: float | None) -> list[str]:
     checks = []
     for variant in ("adsrel_local", "adsrel_spark"):
         if variant in figures["variants"] and base:
@@ -243,7 +243,37 @@ def main(argv: list[str] | None = None) -> int:
                           f"{'OK' if v['ratio'] >= TARGET_RATIO else 'MISSED'}")
             checks.append(f"{variant} {v['peak_fraction']:.2f} of matmul peak (target >= {TARGET_PEAK_FRACTION}): "
                           f"{'OK' if v['peak_fraction'] >= TARGET_PEAK_FRACTION else 'MISSED'}")
-    print("\n".join(checks))
+    return checks
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[dict]], peaks: list[float], lengths: list[int],
+           flops: float) -> dict:
+    """The figures of the whole run, printed: the pairs' token lengths, the variants and the targets."""
+    peak = max(peaks)
+    quantiles = token_quantiles(lengths)
+    figures: dict = {"rows": args.rows, "length_mix": args.length_mix, "pairs": len(lengths),
+                     "mean_tokens": statistics.mean(lengths), "token_quantiles": quantiles,
+                     "model_flops": flops, "matmul_peak_flops": peak, "matmul_peaks": peaks, "variants": {}}
+    base = statistics.median(r["pairs"] / r["seconds"] for r in runs["hf_baseline"]) if "hf_baseline" in runs else None
+    mix = ", ".join(f"{k} {v:.0f}" for k, v in quantiles.items())
+    print(f"{len(lengths)} pairs scored of {args.rows} candidates ({args.length_mix} length mix), tokens per pair: "
+          f"mean {figures['mean_tokens']:.1f}, {mix}; float32 matmul peak {peak / 1e9:.1f} GFLOP/s")
+    variant_figures(figures, runs, base)
+    print("\n".join(target_checks(figures, base)))
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child, args.workdir, args.length_mix)))
+        return 0
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    candidates, model = make_inputs(args.workdir, args.rows, args.length_mix)
+    _, _, lengths, scorer = accepted_pairs(candidates, model)
+    flops = model_flops(lengths, scorer.model.encoder.model.config)
+    runs, peaks = measure_variants(args)
+    figures = report(args, runs, peaks, lengths, flops)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0
