@@ -61,7 +61,8 @@ def main() -> int:
 
     from features.errors import UserError
     from features.task_map import load_task_map
-    from pipelines.data.prepare import PrepareConfig, run_prepare
+    from pipelines.data.prepare import run_prepare
+    from pipelines.data.prepare_config import PrepareConfig
     from pipelines.spark import build_session
 
     shutil.rmtree(args.workdir, ignore_errors=True)

@@ -45,7 +45,8 @@ def _peak_rss_mib(pid: int) -> float:
 def measure_one(raw: str, output: str) -> dict:
     """Runs prepare once in this process and returns its figures (child side)."""
     from features.task_map import load_task_map
-    from pipelines.data.prepare import PrepareConfig, run_prepare
+    from pipelines.data.prepare import run_prepare
+    from pipelines.data.prepare_config import PrepareConfig
     from pipelines.spark import build_session
 
     spark = build_session("adsrel-bench-prepare", MASTER, {"spark.ui.enabled": "false"})

@@ -70,7 +70,8 @@ def log(message: str) -> None:
 
 def make_shards(workdir: Path, rows: int, split: tuple[float, float, float] = SPLIT) -> Path:
     from features.task_map import load_task_map
-    from pipelines.data.prepare import PrepareConfig, run_prepare
+    from pipelines.data.prepare import run_prepare
+    from pipelines.data.prepare_config import PrepareConfig
     from pipelines.data.synth import synth_logs, write_logs
     from pipelines.spark import build_session
 

@@ -26,7 +26,8 @@ from pipelines.spark import ARCHIVE, LOCAL_DRIVER_JAVA_OPTIONS, QUIET_ARCHIVE, b
 
 def _workload(workdir: Path, dump_to: Path) -> None:
     """A small synth + prepare in a driver JVM that dumps the classes it loaded when it exits."""
-    from pipelines.data.prepare import PrepareConfig, run_prepare
+    from pipelines.data.prepare import run_prepare
+    from pipelines.data.prepare_config import PrepareConfig
     from pipelines.data.synth import synth_logs, write_logs
 
     options = f"{LOCAL_DRIVER_JAVA_OPTIONS} -XX:ArchiveClassesAtExit={dump_to} {' '.join(QUIET_ARCHIVE)}"

@@ -1,9 +1,9 @@
 """The Airflow DAGs of airflow_dags/, parsed by Airflow 3 in .venv-airflow (`make airflow`): no import
-errors, the tasks, dependencies, schedules, retries, timeouts and Params of docs/architecture.md and docs/airflow.md, parse
-time, imports (Airflow, the standard library and the DAG folder's own adsrel_cli.py only), and one run of
-the retrain DAG with a fake adsrel CLI whose gate keeps the champion (exit 3): the run succeeds, the
-decision and reasons are in the task log, no Asset event; a user error (exit 2) fails the run without a
-retry."""
+errors, the tasks, dependencies, schedules, retries, timeouts and Params of docs/architecture.md and
+docs/airflow.md, parse time, imports (Airflow, the standard library and the DAG folder's own
+adsrel_cli.py only), and one run of the retrain DAG with a fake adsrel CLI whose gate keeps the
+champion (exit 3): the run succeeds, the decision and reasons are in the task log, no Asset event; a
+user error (exit 2) fails the run without a retry."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from features.progress import log
 from features.shards import TEXT_COLUMNS
 from pipelines.training.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the checkout, for its git commit
 
 
 def git_commit() -> str:
