@@ -36,9 +36,9 @@ SCORE_SCHEMA = pa.schema([
 ])
 SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
 # The same for every row of a run: the model that scored it, and when.
-MODEL_COLUMNS = ("model_name", "model_version", "model_digest", "scored_at")
+RUN_COLUMNS = ("model_name", "model_version", "model_digest", "scored_at")
 # What is computed per row: the checked candidate's columns and its score.
-ROW_SCHEMA = pa.schema([f for f in SCORE_SCHEMA if f.name not in MODEL_COLUMNS])
+ROW_SCHEMA = pa.schema([f for f in SCORE_SCHEMA if f.name not in RUN_COLUMNS])
 
 
 def as_read(table: pa.Table) -> pa.Table:
@@ -129,8 +129,8 @@ def scored_rows(accepted: pa.Table, scores: Sequence[float]) -> pa.Table:
 
 
 def with_model_columns(rows: pa.Table, model: dict[str, object]) -> pa.Table:
-    """:func:`scored_rows` plus the run's constant :data:`MODEL_COLUMNS`, as :data:`SCORE_SCHEMA`."""
-    for name in MODEL_COLUMNS:
+    """:func:`scored_rows` plus the run's constant :data:`RUN_COLUMNS`, as :data:`SCORE_SCHEMA`."""
+    for name in RUN_COLUMNS:
         rows = rows.append_column(SCORE_SCHEMA.field(name), pa.array([model[name]] * rows.num_rows,
                                                                       SCORE_SCHEMA.field(name).type))
     return rows

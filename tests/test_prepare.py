@@ -240,13 +240,16 @@ def test_manifest_digest_is_the_data_not_how_long_prepare_took(tmp_path):
     assert digests[0] == digests[1] != digests[2]
 
 
-def test_failed_run_leaves_no_manifest(spark, dirty_logs, tmp_path):
+def test_a_failed_run_leaves_the_earlier_output_byte_for_byte(spark, dirty_logs, tmp_path):
     out = tmp_path / "prepared"
     run_prepare(spark, [dirty_logs], str(out), TASKS, PrepareConfig())
-    assert (out / "manifest.json").exists()
-    with pytest.raises(UserError):
-        run_prepare(spark, [dirty_logs, str(tmp_path / "missing")], str(out), TASKS, PrepareConfig())
-    assert not (out / "manifest.json").exists()
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert out / "manifest.json" in before
+    lacking = tmp_path / "lacking"
+    spark.read.parquet(dirty_logs).drop("market").limit(10).write.parquet(str(lacking))
+    with pytest.raises(UserError, match="lacks required columns: market"):
+        run_prepare(spark, [dirty_logs, str(lacking)], str(out), TASKS, PrepareConfig())
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
 
 
 def test_csv_and_json_inputs_and_task_by(spark, tmp_path):

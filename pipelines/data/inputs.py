@@ -4,9 +4,14 @@ missing column is a one-line user error, not a Spark or Arrow traceback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import json
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 from features.errors import UserError
 from features.schema import CORRUPT
@@ -36,6 +41,39 @@ def detect_format(path: str) -> str:
     if len(found) > 1:
         raise UserError(f"mixed formats in {path}: {', '.join(sorted(found))}")
     return found.pop()
+
+
+def check_input(path: str) -> str:
+    """The format of an input, after checking that every Parquet file has a readable footer and
+    every CSV file a text header: a corrupt file is named in one line before any engine starts.
+    (Bad rows inside a readable file are the engines' business: quarantined or rejected.)"""
+    fmt, files = input_files(path)
+    for file in files:
+        try:
+            if fmt == "parquet":
+                pq.read_metadata(file)
+            elif fmt == "csv":
+                with open(file, encoding="utf-8") as handle:
+                    handle.readline()
+        except UnicodeDecodeError:
+            raise UserError(f"{file}: not a CSV file (its header is not UTF-8 text)") from None
+        except Exception as exc:  # noqa: BLE001 - pyarrow's ArrowInvalid, OSError: all mean unreadable
+            raise UserError(f"{file}: not a readable {fmt} file ({first_line(exc)})") from None
+    return fmt
+
+
+def first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def unreadable_file_error(exc: BaseException) -> UserError | None:
+    """A one-line user error for Spark's failure to read an input file mid-job, else None."""
+    condition = getattr(exc, "getCondition", lambda: None)() or ""
+    if not condition.startswith("FAILED_READ_FILE"):
+        return None
+    params = getattr(exc, "getMessageParameters", lambda: None)() or {}
+    where = params.get("path") or "an input file"
+    return UserError(f"cannot read {where}: {condition}")
 
 
 def input_files(path: str) -> tuple[str, list[Path]]:
@@ -69,6 +107,87 @@ def read_with_spark(spark: SparkSession, path: str, *, columns: Sequence[str], r
         else:
             df = spark.read.parquet(path)
     except AnalysisException as exc:
-        raise UserError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"cannot read {path}: {first_line(exc)}") from None
     require_columns(df.columns, required, path)
     return df
+
+
+# ---------------------------------------------------------------- reading without Spark (pyarrow)
+
+
+def _json_value(value: object) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value) if isinstance(value, dict | list) else str(value).lower() if isinstance(value, bool) \
+        else str(value)
+
+
+def _json_batches(path: Path, columns: Sequence[str], batch_rows: int) -> Iterator[pa.Table]:
+    """JSON Lines as string columns; a line that is not a JSON object keeps its text in _corrupt_record."""
+    strings = pa.schema([(c, pa.string()) for c in (*columns, CORRUPT)])
+    rows: list[dict] = []
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError
+                rows.append({c: _json_value(record.get(c)) for c in columns})
+            except ValueError:
+                rows.append({CORRUPT: line.rstrip("\n")})
+            if len(rows) == batch_rows:
+                yield pa.Table.from_pylist(rows, schema=strings)
+                rows = []
+    if rows:
+        yield pa.Table.from_pylist(rows, schema=strings)
+
+
+def _file_batches(fmt: str, file: Path, columns: Sequence[str], required: Sequence[str],
+                  batch_rows: int) -> Iterator[pa.Table]:
+    if fmt == "parquet":
+        parquet = pq.ParquetFile(file)
+        present = [c for c in parquet.schema_arrow.names if c in columns]
+        require_columns(present, required, file)
+        for batch in parquet.iter_batches(batch_size=batch_rows, columns=present):
+            yield pa.Table.from_batches([batch])
+    elif fmt == "csv":
+        header = pacsv.open_csv(file, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
+        require_columns(header, required, file)
+        present = [c for c in header if c in columns]
+        reader = pacsv.open_csv(file, convert_options=pacsv.ConvertOptions(
+            column_types={c: pa.string() for c in present}, include_columns=present, strings_can_be_null=True))
+        for batch in reader:
+            yield pa.Table.from_batches([batch])
+    else:
+        yield from _json_batches(file, columns, batch_rows)
+
+
+def read_arrow_batches(paths: Sequence[str], columns: Sequence[str], required: Sequence[str],
+                       batch_rows: int) -> Iterator[pa.Table]:
+    """Every input row without Spark, in batches of about ``batch_rows``, with those of ``columns``
+    it has (JSON Lines: all of them as strings, plus _corrupt_record). A file that cannot be read is
+    a one-line user error naming it."""
+    for path in paths:
+        fmt, files = input_files(path)
+        for file in files:
+            try:
+                yield from _file_batches(fmt, file, columns, required, batch_rows)
+            except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
+                raise UserError(f"{file}: not a readable {fmt} file ({first_line(exc)})") from None
+
+
+def count_input_rows(paths: Sequence[str]) -> int:
+    """The input rows, for a progress bar: Parquet metadata, or lines of text."""
+    total = 0
+    for path in paths:
+        fmt, files = input_files(path)
+        for file in files:
+            if fmt == "parquet":
+                total += pq.ParquetFile(file).metadata.num_rows
+            else:
+                with open(file, "rb") as handle:
+                    lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
+                total += max(0, lines - (1 if fmt == "csv" else 0))
+    return total

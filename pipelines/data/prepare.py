@@ -10,14 +10,13 @@ Two passes over the input, each a chain of DataFrame -> DataFrame functions, sub
    de-duplicated per (query, ad_id, market, day), aggregated per (query, ad_id, market), labelled,
    split by hashed query and written to ``shards/split=*/task=*``.
 
-The manifest is written last and atomically; an existing one is removed first, so a failed run
-leaves none.
+Everything is written aside and swapped in at the end, the manifest last (features/staged_output.py):
+a run that fails leaves an earlier complete output exactly as it was.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -45,6 +44,7 @@ from features.schema import (
     SPLITS,
 )
 from features.shards import read_table, split_files
+from features.staged_output import StagedOutput
 from features.task_map import (
     TaskMap,
     locale_column,
@@ -58,6 +58,7 @@ from pipelines.data.inputs import read_with_spark
 from pipelines.data.prepare_config import PrepareConfig
 
 SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"  # written last: its presence means the run completed
 KEY = ("query", "ad_id", "market")
 # A 64-bit hash of KEY that leads the grouping keys of both aggregations: the sort before them then
 # compares longs instead of query strings that often share their first bytes.
@@ -417,12 +418,6 @@ def _count_reasons(reasons: Sequence[str]) -> list[Column]:
     return [F.count(F.when(F.col("reason") == r, 1)).alias(r) for r in reasons]
 
 
-def _write_manifest(output: Path, manifest: dict) -> None:
-    tmp = output / ".manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, output / "manifest.json")
-
-
 def _progress(message: str, started: float) -> None:
     log("prepare", f"[{time.time() - started:6.1f}s] {message}")
 
@@ -513,13 +508,16 @@ def write_both_passes(
         return pass_1.result(), examples_seen, accepted_rows
 
 
-def reconcile(input_rows: int, accepted_rows: int, quarantined_rows: int, folded_rows: int,
-              unlabelled_rows: int) -> None:
-    """Every input row is accepted or quarantined, and every accepted row is in an example."""
+def reconcile_input(input_rows: int, accepted_rows: int, quarantined_rows: int) -> None:
+    """Every input row is accepted or quarantined."""
     if accepted_rows + quarantined_rows != input_rows:
         raise RuntimeError(
             f"count mismatch: {input_rows} input != {accepted_rows} accepted + {quarantined_rows} quarantined"
         )
+
+
+def reconcile_examples(accepted_rows: int, folded_rows: int, unlabelled_rows: int) -> None:
+    """Every accepted row is in an example, written or left unlabelled."""
     if folded_rows + unlabelled_rows != accepted_rows:
         raise RuntimeError("count mismatch between accepted rows and rows folded into examples")
 
@@ -560,12 +558,16 @@ def run_prepare(
 ) -> dict:
     """The whole job; returns the manifest it wrote."""
     started = time.time()
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output is not a directory: {output}")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "manifest.json").unlink(missing_ok=True)
+    with StagedOutput(output, ("shards", "quarantine"), MANIFEST) as staged:
+        manifest = _prepare_into(spark, inputs, staged.staging, task_map, config, task_by, started)
+        staged.publish(json.dumps(manifest, indent=2, sort_keys=False) + "\n")
+    _progress(f"manifest written: {manifest['examples']['written']} examples", started)
+    return manifest
 
+
+def _prepare_into(spark: SparkSession, inputs: Sequence[str], out: Path, task_map: TaskMap | None,
+                  config: PrepareConfig, task_by: str | None, started: float) -> dict[str, Any]:
+    """Both passes into ``out`` (the staging directory); returns the manifest."""
     raw = read_raw(spark, inputs)
     if task_map is None:
         if not task_by:
@@ -575,15 +577,14 @@ def run_prepare(
     quarantine, examples_seen, accepted_rows = write_both_passes(spark, with_reason(raw, task_map), task_map,
                                                                  config, out)
     # Counted apart from both passes, so that the reconciliation compares independent counts: an
-    # observation over every row of pass 1 would break its whole-stage code generation.
+    # observation over every row of pass 1 would break its whole-stage code generation; this count
+    # reads no column, in a JVM the passes warmed. Reasons are observed on quarantined rows only.
     input_rows = raw.count()
     _progress(f"{input_rows} input rows: {accepted_rows} accepted, {sum(quarantine.values())} quarantined", started)
+    reconcile_input(input_rows, accepted_rows, sum(quarantine.values()))
     _progress("counting shards", started)
     split_counts, folded_rows = count_shards(out)
-    reconcile(input_rows, accepted_rows, sum(quarantine.values()), folded_rows, examples_seen["unlabelled_rows"])
-    manifest = build_manifest(spark, inputs, task_map, config, task_by, {
+    reconcile_examples(accepted_rows, folded_rows, examples_seen["unlabelled_rows"])
+    return build_manifest(spark, inputs, task_map, config, task_by, {
         "input_rows": input_rows, "accepted_rows": accepted_rows, "quarantine": quarantine,
         "examples": examples_seen, "split_counts": split_counts}, started)
-    _write_manifest(out, manifest)
-    _progress(f"manifest written: {manifest['examples']['written']} examples", started)
-    return manifest

@@ -7,14 +7,11 @@ whatever the input's size. Rows and layout are those of the Spark engine.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from features.candidates import (
@@ -27,82 +24,12 @@ from features.candidates import (
     with_model_columns,
 )
 from features.progress import Progress
-from features.schema import CORRUPT
-from pipelines.data.inputs import input_files, require_columns
+from features.staged_output import StagedOutput
+from pipelines.data.inputs import count_input_rows, read_arrow_batches
 from pipelines.scoring.model import ResolvedModel
-from pipelines.scoring.output import Counts, ScoreOutput, peak_rss_mib
+from pipelines.scoring.output import Counts, peak_rss_mib
 
 ROWS_PER_FILE = 1_000_000
-
-
-def _json_value(value: object) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    return json.dumps(value) if isinstance(value, dict | list) else str(value).lower() if isinstance(value, bool) \
-        else str(value)
-
-
-def _json_batches(path: Path, batch_rows: int) -> Iterator[pa.Table]:
-    """JSON Lines as string columns; a line that is not a JSON object keeps its text in _corrupt_record."""
-    rows: list[dict] = []
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError
-                rows.append({c: _json_value(record.get(c)) for c in CANDIDATE_COLUMNS})
-            except ValueError:
-                rows.append({CORRUPT: line.rstrip("\n")})
-            if len(rows) == batch_rows:
-                yield pa.Table.from_pylist(rows, schema=_STRINGS)
-                rows = []
-    if rows:
-        yield pa.Table.from_pylist(rows, schema=_STRINGS)
-
-
-_STRINGS = pa.schema([(c, pa.string()) for c in (*CANDIDATE_COLUMNS, CORRUPT)])
-
-
-def read_batches(paths: list[str], batch_rows: int) -> Iterator[pa.Table]:
-    """Every input row, in batches of about ``batch_rows``, with the columns it has."""
-    for path in paths:
-        fmt, files = input_files(path)
-        for file in files:
-            if fmt == "parquet":
-                parquet = pq.ParquetFile(file)
-                columns = [c for c in parquet.schema_arrow.names if c in CANDIDATE_COLUMNS]
-                require_columns(columns, REQUIRED_COLUMNS, file)
-                for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
-                    yield pa.Table.from_batches([batch])
-            elif fmt == "csv":
-                header = pacsv.open_csv(file, read_options=pacsv.ReadOptions(block_size=1 << 16)).schema.names
-                require_columns(header, REQUIRED_COLUMNS, file)
-                columns = [c for c in header if c in CANDIDATE_COLUMNS]
-                reader = pacsv.open_csv(file, convert_options=pacsv.ConvertOptions(
-                    column_types={c: pa.string() for c in columns}, include_columns=columns,
-                    strings_can_be_null=True))
-                for batch in reader:
-                    yield pa.Table.from_batches([batch])
-            else:
-                yield from _json_batches(file, batch_rows)
-
-
-def count_rows(paths: list[str]) -> int:
-    """The input rows, for the progress bar: Parquet metadata, or lines of text."""
-    total = 0
-    for path in paths:
-        fmt, files = input_files(path)
-        for file in files:
-            if fmt == "parquet":
-                total += pq.ParquetFile(file).metadata.num_rows
-            else:
-                with open(file, "rb") as handle:
-                    lines = sum(chunk.count(b"\n") for chunk in iter(lambda: handle.read(1 << 20), b""))
-                total += max(0, lines - (1 if fmt == "csv" else 0))
-    return total
 
 
 class _Writers:
@@ -144,17 +71,19 @@ class _Writers:
             writer.close()
 
 
-def score_locally(resolved: ResolvedModel, candidates: list[str], out: ScoreOutput, *, scored_at: datetime,
-                  batch_rows: int = 4096) -> Counts:
+def score_locally(resolved: ResolvedModel, candidates: list[str], out: StagedOutput, *, scored_at: datetime,
+                  batch_rows: int = 4096, started: float | None = None) -> Counts:
+    """``started``: the run's ``time.perf_counter()`` start, so that the progress rate counts what the
+    summary counts (the model load included)."""
     from models.scoring import Scorer
 
     scorer = Scorer.load(resolved.model_dir)
     constant = resolved.columns(scored_at)
     counts = Counts(input_rows=0, scored=0)
     writers = _Writers(out.path("scores"), out.path("rejected"))
-    progress = Progress("score", count_rows(candidates), every=max(batch_rows, 1), unit="pairs")
+    progress = Progress("score", count_input_rows(candidates), every=max(batch_rows, 1), unit="pairs", since=started)
     try:
-        for table in read_batches(candidates, batch_rows):
+        for table in read_arrow_batches(candidates, CANDIDATE_COLUMNS, REQUIRED_COLUMNS, batch_rows):
             checked = check_candidates(table, scorer.task_map)
             rejected = rejected_rows(table, checked)
             if rejected.num_rows:

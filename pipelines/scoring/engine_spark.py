@@ -32,22 +32,23 @@ from pyspark.sql.pandas.types import from_arrow_schema, from_arrow_type
 
 from features.candidates import (
     CANDIDATE_COLUMNS,
-    MODEL_COLUMNS,
     REASONS,
     REQUIRED_COLUMNS,
     ROW_SCHEMA,
+    RUN_COLUMNS,
     SCORE_SCHEMA,
     check_candidates,
     rejected_rows,
     scored_rows,
 )
-from features.progress import log
+from features.progress import duration, log
 from features.schema import CORRUPT
+from features.staged_output import StagedOutput
 from features.task_map import TaskMap
 from models.backbone import DEFAULT_BACKBONE, resolve_backbone
-from pipelines.data.inputs import read_with_spark
+from pipelines.data.inputs import count_input_rows, read_with_spark
 from pipelines.scoring.model import ResolvedModel
-from pipelines.scoring.output import Counts, ScoreOutput, peak_rss_mib
+from pipelines.scoring.output import Counts, peak_rss_mib
 
 STRING_INPUT = T.StructType([T.StructField(c, T.StringType()) for c in (*CANDIDATE_COLUMNS, CORRUPT)])
 REJECTED = T.StructType([*STRING_INPUT.fields, T.StructField("reason", T.StringType())])
@@ -147,17 +148,38 @@ def _ship(spark: SparkSession, resolved: ResolvedModel, staging: Path) -> Shippe
     return ShippedModel(model_file, backbone_file, resolved.digest)
 
 
-def _report_progress(spark: SparkSession, done: threading.Event, every_s: float = 15.0) -> None:
-    """A line every ``every_s`` seconds with the tasks of the running stages (Spark's own bar is off)."""
-    tracker, started = spark.sparkContext.statusTracker(), time.monotonic()
+def _stage_rows(spark: SparkSession) -> dict[int, int]:
+    """Rows each running stage has read so far (files and shuffle), from Spark's live status store,
+    which executors update while their tasks run; empty where it cannot be read (a private API:
+    progress then shows task counts only, rather than failing)."""
+    try:
+        stages = spark.sparkContext._jsc.sc().statusStore().activeStages()
+        found = (stages.apply(i) for i in range(stages.size()))
+        return {int(s.stageId()): int(s.inputRecords()) + int(s.shuffleReadRecords()) for s in found}
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def _report_progress(spark: SparkSession, done: threading.Event, every_s: float = 15.0,
+                     total_rows: int | None = None) -> None:
+    """A line every ``every_s`` seconds per running stage: rows read of ``total_rows`` with an ETA,
+    and its tasks (Spark's own bar is off)."""
+    tracker, started, first_seen = spark.sparkContext.statusTracker(), time.monotonic(), {}
     while not done.wait(every_s):
-        stages = [tracker.getStageInfo(s) for s in tracker.getActiveStageIds()]
-        text = ", ".join(f"stage {s.stageId}: {s.numCompletedTasks}/{s.numTasks} tasks" for s in stages if s)
-        if text:  # the elapsed time tells a heartbeat of a long task from a repeated line
-            log("score", f"{text} ({time.monotonic() - started:.0f} s)")
+        now, rows = time.monotonic(), _stage_rows(spark)
+        parts = []
+        for stage in filter(None, (tracker.getStageInfo(s) for s in tracker.getActiveStageIds())):
+            seen, since = rows.get(stage.stageId), first_seen.setdefault(stage.stageId, now)
+            text = f"stage {stage.stageId}: "
+            if seen is not None and total_rows:
+                eta = f", ETA {duration((now - since) * (total_rows - seen) / seen)}" if 0 < seen < total_rows else ""
+                text += f"{seen:,}/{total_rows:,} rows{eta}, "
+            parts.append(text + f"{stage.numCompletedTasks}/{stage.numTasks} tasks")
+        if parts:  # the elapsed time tells a heartbeat of a long task from a repeated line
+            log("score", f"{'; '.join(parts)} ({now - started:.0f} s)")
 
 
-def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: ScoreOutput, *, master: str | None,
+def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: StagedOutput, *, master: str | None,
                      scored_at: datetime, spark: SparkSession | None = None) -> Counts:
     from pipelines.spark import SCORING_SETTINGS, build_session
 
@@ -165,7 +187,8 @@ def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: ScoreO
     if own:
         spark = build_session("adsrel-score", master, SCORING_SETTINGS)
     done = threading.Event()
-    threading.Thread(target=_report_progress, args=(spark, done), daemon=True, name="adsrel-score-progress").start()
+    threading.Thread(target=_report_progress, args=(spark, done, 15.0, count_input_rows(candidates)), daemon=True,
+                     name="adsrel-score-progress").start()
     try:
         task_map = resolved.task_map()
         df = read_candidates(spark, candidates)
@@ -186,7 +209,7 @@ def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: ScoreO
         scored = df.mapInArrow(lambda batches: _scored_batches(shipped, memory, loads, batches), SCORED)
         constant = resolved.columns(scored_at)
         scored = scored.withColumns({k: F.lit(constant[k]).cast(from_arrow_type(SCORE_SCHEMA.field(k).type))
-                                     for k in MODEL_COLUMNS})
+                                     for k in RUN_COLUMNS})
         scored = scored.observe(scored_seen, F.count(F.lit(1)).alias("rows"))
         scored.write.mode("overwrite").parquet(str(out.path("scores")))
         input_rows = df.count()

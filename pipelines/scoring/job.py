@@ -8,6 +8,7 @@ the output is written aside and published at the end (:mod:`pipelines.scoring.ou
 
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,10 +16,10 @@ from typing import Any
 
 from features.errors import UserError
 from features.progress import log
-from pipelines.data.inputs import detect_format
+from pipelines.data.inputs import check_input
 from pipelines.scoring.engine_local import score_locally
 from pipelines.scoring.model import resolve_model
-from pipelines.scoring.output import SUMMARY, ScoreOutput
+from pipelines.scoring.output import SUMMARY, score_output
 
 ENGINES = ("spark", "local")
 
@@ -33,18 +34,19 @@ def run_score(model: str, candidates: list[str], output: str, *, engine: str = "
     if engine == "local" and master:
         raise UserError("--master is for the Spark engine (--engine spark)")
     for path in candidates:  # fail fast, before any engine starts
-        detect_format(path)
+        check_input(path)
     resolved = resolve_model(model)
     what = f"{resolved.resolved} ({resolved.digest[:19]})" if resolved.version else f"{model} ({resolved.digest[:19]})"
     log("score", f"model {what}; engine {engine}")
     scored_at = datetime.now(UTC).replace(microsecond=0)
-    with ScoreOutput(output) as out:
+    with score_output(output) as out:
         if engine == "spark":
             from pipelines.scoring.engine_spark import score_with_spark  # pyspark only when asked for
 
             counts = score_with_spark(resolved, candidates, out, master=master, scored_at=scored_at, spark=spark)
         else:
-            counts = score_locally(resolved, candidates, out, scored_at=scored_at, batch_rows=batch_rows)
+            counts = score_locally(resolved, candidates, out, scored_at=scored_at, batch_rows=batch_rows,
+                                   started=started)
         rejected = sum(counts.rejected.values())
         if counts.scored + rejected != counts.input_rows:
             raise RuntimeError(f"count mismatch: {counts.input_rows} input rows != {counts.scored} scored + "
@@ -57,11 +59,12 @@ def run_score(model: str, candidates: list[str], output: str, *, engine: str = "
                       "version": resolved.version, "digest": resolved.digest},
             "engine": engine, "master": master, "candidates": [str(p) for p in candidates],
             "output": str(Path(output).resolve()), "scored_at": scored_at.isoformat(),
-            "seconds": round(seconds, 2), "pairs_per_second": round(counts.scored / seconds, 2) if seconds else None,
+            "seconds": round(seconds, 2),  # pairs/s: input pairs over the whole run, as the progress line counts
+            "pairs_per_second": round(counts.input_rows / seconds, 2) if seconds else None,
             "peak_memory_mib": {k: round(v, 1) for k, v in counts.peak_memory_mib.items()},
             "model_loads": counts.model_loads,
         }
-        out.publish(summary)
+        out.publish(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts.rejected.items())) or "none"
     log("score", f"{counts.input_rows} input rows: {counts.scored} scored, {rejected} rejected ({reasons}) in "
         f"{seconds:.1f} s; summary in {Path(output) / SUMMARY}")

@@ -35,7 +35,7 @@ class ResolvedModel:
         return stored_task_map(read_metadata(self.model_dir))
 
     def columns(self, scored_at: datetime) -> dict[str, Any]:
-        """The values of features.candidates.MODEL_COLUMNS: the model, and when it scored."""
+        """The values of features.candidates.RUN_COLUMNS: the model, and when it scored."""
         return {"model_name": self.name or self.uri, "model_version": self.version, "model_digest": self.digest,
                 "scored_at": scored_at}
 
@@ -52,7 +52,7 @@ def resolve_model(uri_or_dir: str) -> ResolvedModel:
     model_dir = resolve_model_dir(resolved)
     try:
         digest = model_digest(model_dir)
-        read_metadata(model_dir)
+        stored_task_map(read_metadata(model_dir))
     except (ArtifactError, OSError) as exc:
         raise UserError(f"{uri_or_dir} is not a usable adsrel model: {exc}") from None
     return ResolvedModel(uri_or_dir, resolved, parts.name if parts else None, version, digest, model_dir)
