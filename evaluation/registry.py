@@ -131,9 +131,13 @@ def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
-    columns = [ColSpec("string", c) for c in ("query", "ad_title", "ad_description", "display_url")]
-    optional = [ColSpec("string", c, required=False) for c in ("market", "vertical", "task")]
-    return ModelSignature(inputs=Schema(columns + optional), outputs=Schema([ColSpec("double", "score")]))
+    # The candidate schema (features.candidates); market and vertical, or a task name, route a row. The
+    # order is the one spark_udf binds positional columns to: new columns go last.
+    required = {"query", "ad_title"}
+    inputs = [ColSpec("string", c, required=c in required) for c in ("query", "ad_title", "ad_description",
+              "display_url", "market", "vertical", "ad_id", "task", "candidate_id")]
+    outputs = Schema([ColSpec("double", "score"), ColSpec("string", "rejected", required=False)])
+    return ModelSignature(inputs=Schema(inputs), outputs=outputs)
 
 
 def log_model(model_dir: str | Path, *, name: str = "model", register: bool = True,

@@ -59,6 +59,8 @@ class AdapterConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {self.alpha!r}")
         if not self.temperature > 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -69,6 +71,8 @@ class AdapterConfig:
             except re.error as exc:
                 raise ValueError(f"target_modules is not a valid regular expression: {exc}") from None
         elif self.target_modules is not None:
+            if not isinstance(self.target_modules, list | tuple):
+                raise ValueError("target_modules must be a list of module names or one regular expression")
             self.target_modules = [str(t) for t in self.target_modules]
             if not self.target_modules:
                 raise ValueError("target_modules must not be empty")

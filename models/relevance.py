@@ -33,6 +33,8 @@ class RelevanceModelConfig:
             self.adapter = AdapterConfig.from_dict(self.adapter)
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
+        if not 0.0 <= self.head_dropout < 1.0:
+            raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
         if self.pooling not in (*POOLINGS, "auto"):
             raise ValueError(f"pooling must be one of auto, {', '.join(POOLINGS)}, got {self.pooling!r}")
 

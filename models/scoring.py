@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa
 import torch
 
+from features.candidates import CANDIDATE_COLUMNS, REQUIRED_COLUMNS, check_candidates
 from features.text import normalise_pair_columns
 from features.tokenize import PairEncoder
 from models.artifact import TOKENIZER_DIR, ArtifactError, load_model, read_metadata, stored_task_map
@@ -113,6 +114,38 @@ class Scorer:
         if self.encoder.segment:
             out.update(market=list(frame["market"]), vertical=list(frame["vertical"]))
         return out
+
+    def score_candidates(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Scores of candidate rows checked as batch scoring checks them (features.candidates): a row
+        that cannot be scored gets a null ``score`` and its reason in ``rejected``; never a made-up
+        score. A frame that names each row's ``task`` or ``task_id`` is routed by it and only its text
+        is checked. Raises ValueError for a frame without the columns to route or score."""
+        explicit = "task" in frame.columns or "task_id" in frame.columns
+        required = [c for c in ("query", "ad_title") if c not in frame.columns] if explicit else \
+            [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+        if required:
+            raise ValueError(f"request lacks required columns: {', '.join(required)}")
+        rejected = np.full(len(frame), None, dtype=object)
+        scores = np.full(len(frame), np.nan)
+        if explicit:
+            texts = self.texts(frame)
+            rejected[[not q for q in texts["query"]]] = "missing_query"
+            no_text = [not (t or d) for t, d in zip(texts["ad_title"], texts["ad_description"], strict=True)]
+            rejected[[r is None and n for r, n in zip(rejected, no_text, strict=True)]] = "no_ad_text"
+            ok = np.array([r is None for r in rejected], dtype=bool)
+            if ok.any():
+                scores[ok] = self.predict(frame[ok])
+        else:
+            table = pa.table({c: pa.array([None if pd.isna(v) else str(v) for v in frame[c]], pa.string())
+                              for c in CANDIDATE_COLUMNS if c in frame.columns})  # as read: text
+            checked = check_candidates(table, self.task_map)
+            rejected = np.array(checked["reason"].to_pylist(), dtype=object)
+            ok = np.array([r is None for r in rejected], dtype=bool)
+            if ok.any():
+                scores[ok] = self.predict(checked.filter(pa.array(ok)).to_pandas())
+        # nullable floats: null (not NaN) in JSON, and still numbers for spark_udf's double
+        score = pd.Series(pd.array(scores, dtype="Float64"), index=frame.index)
+        return pd.DataFrame({"score": score, "rejected": rejected}, index=frame.index)
 
     def logits(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
         """Raw logits of every row; ``merge`` folds each large task group's update into the weights."""

@@ -3,10 +3,12 @@ pyfunc, spark_udf and `mlflow models serve`, reconciliation, re-runs, failures a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,6 +22,7 @@ import pytest
 
 from evaluation.registry import REGISTERED_MODEL, log_model
 from features.candidates import SCORE_COLUMNS
+from features.errors import UserError
 from models.scoring import Scorer
 from pipelines.cli import main
 from pipelines.scoring.job import run_score
@@ -155,20 +158,21 @@ def test_spark_engine_on_local_cluster_ships_the_model_and_loads_it_once_per_wor
     np.testing.assert_allclose(scored, expected, rtol=0, atol=1e-5)
 
 
-def test_a_rerun_replaces_the_output_and_a_failed_run_leaves_no_summary(artifact, inputs, tmp_path):
+def test_a_rerun_replaces_the_output_and_a_failed_run_leaves_it_as_it_was(artifact, inputs, tmp_path):
     out = tmp_path / "out"
     run_score(str(artifact), [str(inputs["parquet"])], str(out), engine="local")
     first = scores_of(out)
     run_score(str(artifact), [str(inputs["parquet"])], str(out), engine="local")
     assert len(scores_of(out)) == len(first) == 200  # replaced, not appended
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
     broken = tmp_path / "broken"
     broken.mkdir()
     pq.write_table(pa.Table.from_pandas(inputs["frame"].head(50), preserve_index=False), broken / "a.parquet")
-    (broken / "b.parquet").write_bytes(b"PAR1 this is not parquet")
-    with pytest.raises(Exception):  # noqa: B017 - whatever the reader raises, mid-run
+    pq.write_table(pa.Table.from_pandas(inputs["frame"].drop(columns=["market"]), preserve_index=False),
+                   broken / "b.parquet")  # found mid-run, after a.parquet's rows were scored
+    with pytest.raises(UserError, match="lacks required columns: market"):
         run_score(str(artifact), [str(broken)], str(out), engine="local", batch_rows=10)
-    assert not (out / "summary.json").exists()
-    assert sorted(p.name for p in out.iterdir()) == ["rejected", "scores"]  # staging cleaned up
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before  # staging cleaned up too
 
 
 @pytest.fixture(scope="module")
@@ -192,23 +196,42 @@ def test_the_champion_scores_alike_through_score_pyfunc_spark_udf_and_the_served
     assert set(scored.model_name) == {"ads-relevance"} and set(scored.model_version) == {"1"}
     expected = expected_scores(artifact, inputs["frame"])
     ours = scored.set_index("ad_id").score.loc[expected.index]
-    rows = inputs["frame"].set_index("ad_id").loc[expected.index].reset_index()
-    columns = ["query", "ad_title", "ad_description", "display_url", "market", "vertical"]
+    rows = inputs["frame"].set_index("ad_id").loc[expected.index].rename_axis("ad_id").reset_index()
+    columns = ["query", "ad_title", "ad_description", "display_url", "market", "vertical", "ad_id"]  # the signature's
 
-    pyfunc = np.asarray(mlflow.pyfunc.load_model(uri).predict(rows[columns]))
-    np.testing.assert_allclose(pyfunc, ours, rtol=0, atol=1e-5)
+    pyfunc = mlflow.pyfunc.load_model(uri).predict(rows[columns])
+    np.testing.assert_allclose(pyfunc["score"].astype(float), ours, rtol=0, atol=1e-5)
+    assert pyfunc["rejected"].isna().all()
 
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="double", env_manager="local")
     frame = spark.createDataFrame(rows[columns].astype(object).where(rows[columns].notna(), None))
     via_udf = frame.withColumn("score", udf(*columns)).toPandas()["score"].to_numpy()
     np.testing.assert_allclose(via_udf, ours, rtol=0, atol=1e-5)
 
-    served = serve_and_predict(uri, champion, rows[columns])
-    np.testing.assert_allclose(served, ours, rtol=0, atol=1e-5)
+    bad = rows[columns].head(4).copy()
+    bad.loc[0, "query"], bad.loc[1, "market"], bad.loc[2, "ad_id"] = None, "zz", ""
+    with served_model(uri, champion) as post:
+        status, served = post(rows[columns])
+        assert status == 200 and all(p["rejected"] is None for p in served)
+        np.testing.assert_allclose([p["score"] for p in served], ours, rtol=0, atol=1e-5)
+        # what batch scoring rejects gets no score and its reason, here and through the pyfunc
+        status, answer = post(bad)
+        assert status == 200
+        assert [p["rejected"] for p in answer] == ["missing_query", "invalid_market", "missing_ad_id", None]
+        assert [p["score"] is None for p in answer] == [True, True, True, False]
+        local = mlflow.pyfunc.load_model(uri).predict(bad)
+        assert local["rejected"].tolist() == ["missing_query", "invalid_market", "missing_ad_id", None]
+        assert local["score"].isna().tolist() == [True, True, True, False]
+        # a request that cannot be scored at all: 400 with the reason, no stack trace
+        status, body = post(rows[columns].drop(columns=["market"]))
+        assert status == 400 and body["message"] == "adsrel: request lacks required columns: market", body
+        assert "stack_trace" not in body and "Traceback" not in json.dumps(body)
 
 
-def serve_and_predict(uri: str, tracking_uri: str, frame: pd.DataFrame, timeout_s: float = 180.0) -> np.ndarray:
-    """`mlflow models serve` on 127.0.0.1, its /invocations answer for ``frame``; the server is stopped after."""
+@contextlib.contextmanager
+def served_model(uri: str, tracking_uri: str, timeout_s: float = 180.0):
+    """`mlflow models serve` on 127.0.0.1; yields ``post(frame) -> (status, predictions or error body)``;
+    the server is stopped after."""
     port = free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     server = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", uri, "--env-manager", "local", "-h",
@@ -217,14 +240,19 @@ def serve_and_predict(uri: str, tracking_uri: str, frame: pd.DataFrame, timeout_
                                    "PATH": f"{mlflow_bin.parent}{os.pathsep}{os.environ['PATH']}"},
                               stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        wait_until_answers(f"http://127.0.0.1:{port}/ping", server, timeout_s, lambda: server.stderr.read()[-3000:])
+    def post(frame: pd.DataFrame) -> tuple[int, object]:
         body = json.dumps({"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=60) as response:
-            predictions = json.loads(response.read())["predictions"]
-        return np.asarray([p["score"] if isinstance(p, dict) else p for p in predictions], dtype=np.float64)
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                return response.status, json.loads(response.read())["predictions"]
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    try:
+        wait_until_answers(f"http://127.0.0.1:{port}/ping", server, timeout_s, lambda: server.stderr.read()[-3000:])
+        yield post
     finally:
         stop(server)
 
@@ -273,7 +301,7 @@ def test_spark_progress_lines_tell_a_long_stage_s_heartbeats_apart(spark, capsys
         return rows
 
     done = threading.Event()
-    reporter = threading.Thread(target=_report_progress, args=(spark, done, 1.0))
+    reporter = threading.Thread(target=_report_progress, args=(spark, done, 1.0, 2))
     reporter.start()
     try:
         spark.sparkContext.parallelize(range(2), 2).mapPartitions(slow).collect()
@@ -283,4 +311,5 @@ def test_spark_progress_lines_tell_a_long_stage_s_heartbeats_apart(spark, capsys
     lines = [line for line in capsys.readouterr().err.splitlines() if "tasks (" in line]
     assert len(lines) >= 2
     assert all(line.startswith("adsrel score: stage ") for line in lines)
+    assert all("/2 rows, " in line for line in lines)  # rows read so far, from Spark's live status store
     assert len(set(lines)) == len(lines)  # the elapsed seconds differ even where the counts do not

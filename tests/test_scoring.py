@@ -87,7 +87,8 @@ def test_pyfunc_logged_registered_and_loaded_by_uri(artifact, shards, mlflow_sto
     expected = Scorer.load(artifact).predict(frame)
     loaded = mlflow.pyfunc.load_model("models:/ads-relevance/1")
     scores = loaded.predict(frame[["query", "ad_title", "ad_description", "display_url", "task"]])
-    np.testing.assert_allclose(np.asarray(scores), expected, rtol=1e-5)
+    np.testing.assert_allclose(scores["score"].astype(float), expected, rtol=1e-5)
+    assert scores["rejected"].isna().all()
     shipped = Path(mlflow.artifacts.download_artifacts(ref.model_uri)) / "code"
     assert sorted(p.name for p in shipped.iterdir()) == ["features", "models"]  # no Spark jobs, no stages
     for uri in ("models:/ads-relevance/1", ref.model_uri):

@@ -209,7 +209,7 @@ def test_mlflow_run_holds_params_metrics_and_a_loadable_registered_model(backbon
     assert result.model_version == "1"
     frame = read_split(shards, "test").head(12)
     model = mlflow.pyfunc.load_model("models:/ads-relevance/1")
-    got = np.asarray(model.predict(frame[["query", "ad_title", "ad_description", "display_url", "task"]]))
+    got = model.predict(frame[["query", "ad_title", "ad_description", "display_url", "task"]])["score"].astype(float)
     np.testing.assert_allclose(got, Scorer.load(tmp_path / "model").predict(frame), rtol=1e-5)
     assert model.metadata.signature is not None
 
