@@ -3,17 +3,25 @@
 Each verb lives in its own module under ``pipelines.commands`` and exposes
 ``add_parser(subparsers)`` (which sets ``func`` on its parser) and nothing else that the CLI needs.
 User mistakes raise :class:`features.errors.UserError`; they are reported as one line on stderr
-with a non-zero exit, never as a traceback.
+with a non-zero exit, never as a traceback. What Spark, MLflow and the other libraries print goes to
+a log file (``$ADSREL_LOG_DIR``, else ``~/.cache/adsrel/logs``), named on stderr when a verb fails;
+``--verbose`` keeps it on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from features.errors import UserError
+from features.progress import others_to_log, stream
 
 # Verb modules, in the order `adsrel --help` lists them. A new verb is one module plus one line here.
 VERB_MODULES = (
@@ -25,6 +33,15 @@ VERB_MODULES = (
     "pipelines.commands.score",
     "pipelines.commands.demo",
 )
+# Verbs that keep their own log (the demo's is under its workdir).
+OWN_LOG = frozenset({"demo"})
+
+
+def adsrel_version() -> str:
+    try:
+        return version("adsrel")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,10 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="adsrel",
         description="Ads relevance pipeline: synth, prepare, train, evaluate, promote, score.",
     )
+    parser.add_argument("--version", action="version", version=f"adsrel {adsrel_version()}")
     subparsers = parser.add_subparsers(dest="verb", metavar="<verb>")
     for name in VERB_MODULES:
         importlib.import_module(name).add_parser(subparsers)
+    for name, verb in subparsers.choices.items():
+        if name not in OWN_LOG:
+            verb.add_argument("--verbose", action="store_true",
+                              help="show Spark's, MLflow's and the libraries' own output on stderr "
+                              "(default: in a log file, named when the verb fails)")
     return parser
+
+
+def log_path(verb: str) -> Path | None:
+    """A new log file for this run of ``verb``, or None when no log directory can be made."""
+    directory = Path(os.environ.get("ADSREL_LOG_DIR") or Path.home() / ".cache" / "adsrel" / "logs")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return directory / f"{verb}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+
+
+@contextlib.contextmanager
+def library_output(args: argparse.Namespace) -> Iterator[Path | None]:
+    """Sends the libraries' output to a log file unless --verbose; yields its path (None: stderr)."""
+    path = None if getattr(args, "verbose", True) else log_path(args.verb)
+    if path is None:
+        yield None
+        return
+    with others_to_log(path):
+        yield path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,14 +88,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    with library_output(args) as log_file:
+        try:
+            code, message = run(args)
+        except BaseException:
+            name_log(args.verb, log_file)
+            raise
+        if message:
+            print(f"adsrel {args.verb}: {message}", file=stream(), flush=True)
+        if code not in (0, 2, 3):  # 2 (the user's mistake) and 3 (a verdict) say all in their line
+            name_log(args.verb, log_file)
+    return code
+
+
+def name_log(verb: str, log_file: Path | None) -> None:
+    if log_file is not None:
+        print(f"adsrel {verb}: Spark, MLflow and library output: {log_file}", file=stream(), flush=True)
+
+
+def run(args: argparse.Namespace) -> tuple[int, str | None]:
+    """The verb's exit code, and the one line to say when it failed for a reason it knows."""
     try:
-        return int(args.func(args) or 0)
+        return int(args.func(args) or 0), None
     except UserError as exc:
-        print(f"adsrel {args.verb}: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        return exc.exit_code, f"error: {exc}"
     except KeyboardInterrupt:
-        print(f"adsrel {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return 130, "interrupted"
+    except Exception as exc:
+        from pipelines.data.inputs import unreadable_file_error
+
+        error = unreadable_file_error(exc)  # an input file Spark could not read mid-job: the user's
+        if error is None:
+            raise
+        return error.exit_code, f"error: {error}"
 
 
 if __name__ == "__main__":

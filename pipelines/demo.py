@@ -12,18 +12,14 @@ second run redoes only what changed.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from features import progress
+from features.progress import others_to_log
 
 ROOT = Path(__file__).resolve().parent.parent
 CANDIDATE_COLUMNS = ["query", "ad_id", "ad_title", "ad_description", "display_url", "market", "vertical"]
@@ -73,32 +69,6 @@ class State:
         tmp.write_text(json.dumps(self.stages, indent=2, sort_keys=True, default=str) + "\n")
         tmp.replace(self.path)
         return result
-
-
-@contextlib.contextmanager
-def terminal_and_log(log_path: Path) -> Iterator[tuple[TextIO, TextIO]]:
-    """Everything written to file descriptors 1 and 2 (the JVM, warnings, library logging) goes to
-    ``log_path``; yields the terminal's stdout and stderr, where progress goes meanwhile."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
-    out, err = os.fdopen(os.dup(saved[0]), "w", buffering=1), os.fdopen(os.dup(saved[1]), "w", buffering=1)
-    with open(log_path, "a", buffering=1) as log_file:
-        os.dup2(log_file.fileno(), 1)
-        os.dup2(log_file.fileno(), 2)
-        progress.set_stream(err)
-        try:
-            yield out, err
-        finally:
-            progress.set_stream(None)
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            out.close()
-            err.close()
 
 
 class Stages:
@@ -159,7 +129,8 @@ class Demo:
             self.skipped("task shards")
             return json.loads((shards / "manifest.json").read_text())
         from features.task_map import load_task_map
-        from pipelines.data.prepare import PrepareConfig, run_prepare
+        from pipelines.data.prepare import run_prepare
+        from pipelines.data.prepare_config import PrepareConfig
 
         manifest = run_prepare(self.spark, [str(self.work / "raw")], str(shards),
                                load_task_map(ROOT / "configs/tasks.yaml"), PrepareConfig())
@@ -300,7 +271,8 @@ def run_demo(config: DemoConfig | None = None) -> int:
     work = Path(config.workdir)
     work.mkdir(parents=True, exist_ok=True)
     log_path = work / "demo.log"
-    with terminal_and_log(log_path) as (out, err):
+    with others_to_log(log_path, (1, 2)) as terminal:
+        out, err = terminal[1], terminal[2]
         stages = Stages(7, err)
         stages.say(f"the whole pipeline under {work}/ (Spark, transformers and MLflow output: {log_path})")
         demo = Demo(config, stages)

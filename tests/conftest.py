@@ -17,6 +17,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "cluster: runs Spark on local-cluster (separate executor JVMs); part of make test"
     )
+    if not os.environ.get("ADSREL_LOG_DIR"):  # the CLI's library logs of this run, not the user's cache
+        import tempfile
+
+        os.environ["ADSREL_LOG_DIR"] = tempfile.mkdtemp(prefix="adsrel-test-logs-")
 
 
 @pytest.fixture(scope="session")

@@ -209,7 +209,9 @@ def test_failed_evaluation_exits_1(store, shards, models, capsys, tmp_path):
     (bad / "adapter.safetensors").write_bytes(b"not a safetensors file")  # metadata fine, weights broken
     code, out, err = cli("--candidate", str(bad), "--shards", str(shards), capsys=capsys)
     assert code == 1 and out is None
-    assert len(ours(err)) == 1 and ours(err)[0].startswith("adsrel promote: failed: evaluation of the candidate")
+    first, *rest = ours(err)
+    assert first.startswith("adsrel promote: failed: evaluation of the candidate")
+    assert [line.split(": ")[1] for line in rest] == ["Spark, MLflow and library output"]  # for the on-call
     assert "Traceback" not in err
     assert registry_state()["aliases"] == {}
 

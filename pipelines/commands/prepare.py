@@ -24,7 +24,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "prepare", help="turn raw query-ad logs into task shards with Spark",
         description="Validate, normalise, de-duplicate, label, map to tasks and split raw logs "
         "into Parquet shards under OUTPUT/shards, bad rows under OUTPUT/quarantine, and "
-        "OUTPUT/manifest.json (written last).",
+        "OUTPUT/manifest.json (written last; layout: docs/architecture.md, 'Prepared data'). Only a run that "
+        "succeeds replaces an earlier output; a failed one leaves it as it was. "
+        "Exit 0 done, 2 bad arguments, input or config.",
     )
     p.add_argument("--input", required=True, nargs="+", metavar="PATH",
                    help="Parquet, JSON Lines or CSV files or directories")
@@ -32,7 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     tasks.add_argument("--task-map", metavar="YAML", help="task map (see configs/tasks.yaml)")
     tasks.add_argument("--task-by", metavar="KEYS",
                        help="one task per value of market, vertical or market,vertical")
-    p.add_argument("--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--output", required=True, metavar="DIR",
+                   help="output directory (its shards/, quarantine/ and manifest.json are replaced)")
     p.add_argument("--master", default=None, help="Spark master (default local[*])")
     p.add_argument("--label-threshold", type=float, default=d.label_threshold,
                    help=f"mean judged grade (0..4) at or above which a pair is relevant "
@@ -54,7 +57,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from features.task_map import load_task_map
-    from pipelines.data.inputs import detect_format
+    from pipelines.data.inputs import check_input
     from pipelines.data.prepare import run_prepare
     from pipelines.data.prepare_config import PrepareConfig
 
@@ -68,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     )
     task_map = load_task_map(args.task_map) if args.task_map else None
     for path in args.input:  # fail fast, before Spark starts
-        detect_format(path)
+        check_input(path)
     from pipelines.spark import build_session
 
     conf = {"spark.driver.memory": args.driver_memory} if args.driver_memory else {}

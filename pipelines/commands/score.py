@@ -13,8 +13,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "ad_description, display_url, market, vertical, optional candidate_id) with MODEL. The model URI is "
         "resolved once at the start (an alias to the version it names now). Writes OUTPUT/scores/, "
         "OUTPUT/rejected/reason=*/ (rows that cannot be scored, as read) and, last, OUTPUT/summary.json "
-        "(input rows = scored + rejected); the layout: docs/architecture.md, 'Batch scoring output'. A re-run "
-        "replaces the output; a failed run leaves no summary.json. Exit 0 done, 2 bad arguments or data.",
+        "(input rows = scored + rejected); the layout: docs/architecture.md, 'Batch scoring output'. Only a run "
+        "that succeeds replaces an earlier output; a failed one leaves it as it was. "
+        "Exit 0 done, 2 bad arguments or data.",
     )
     p.add_argument("--model", required=True, metavar="URI_OR_DIR",
                    help="models:/ads-relevance@champion, models:/ads-relevance/N, runs:/ URI or model directory")

@@ -71,25 +71,42 @@ class TrainConfig:
     register: bool = True
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {', '.join(PRECISIONS)}"),
-            (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
-            (self.max_length >= 8, "max_length must be >= 8"),
-            (self.lr > 0, "lr must be > 0"),
-            (self.task_lr_scale > 0, "task_lr_scale must be > 0"),
-            (self.epochs > 0 or self.max_steps > 0, "give epochs > 0 or max_steps > 0"),
-            (self.task_sampling_temperature > 0, "task_sampling_temperature must be > 0"),
-            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
-            (self.calibration in CALIBRATIONS, f"calibration must be one of {', '.join(CALIBRATIONS)}"),
-        ]
-        for ok, message in checks:
+        for ok, message in self._checks():
             if not ok:
                 raise UserError(f"config: {message}")
         try:  # the model's own keys are checked where they are defined, once
             self.model_config(num_tasks=1)
         except ValueError as exc:
             raise UserError(f"config: {exc}") from None
+
+    def _checks(self) -> list[tuple[bool, str]]:
+        """The keys of the loop, its data and its bookkeeping (the model's keys: :meth:`model_config`)."""
+        names = self.tasks
+        return [
+            (isinstance(self.backbone, str) and bool(self.backbone), "backbone must be a model directory or hub name"),
+            (names is None or (isinstance(names, list) and bool(names) and all(isinstance(t, str) for t in names)),
+             "tasks must be a non-empty list of task names (or null for all)"),
+            (self.mixed_precision in PRECISIONS, f"mixed_precision must be one of {', '.join(PRECISIONS)}"),
+            (self.lr_schedule in SCHEDULES, f"lr_schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.calibration in CALIBRATIONS, f"calibration must be one of {', '.join(CALIBRATIONS)}"),
+            (self.batch_size >= 1 and self.grad_accum >= 1, "batch_size and grad_accum must be >= 1"),
+            (self.max_length >= 8, "max_length must be >= 8"),
+            (self.bucket_factor >= 1, "bucket_factor must be >= 1"),
+            (self.valid_max_rows >= 1, "valid_max_rows must be >= 1"),
+            (self.lr > 0, "lr must be > 0"),
+            (self.task_lr_scale > 0, "task_lr_scale must be > 0"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.max_grad_norm >= 0, "max_grad_norm must be >= 0 (0: no clipping)"),
+            (self.epochs >= 0 and self.max_steps >= 0, "epochs and max_steps must be >= 0"),
+            (self.epochs > 0 or self.max_steps > 0, "give epochs > 0 or max_steps > 0"),
+            (self.task_sampling_temperature > 0, "task_sampling_temperature must be > 0"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (0 <= self.seed < 2**32, "seed must be in [0, 2**32)"),
+            (self.eval_every >= 0 and self.checkpoint_every >= 0, "eval_every and checkpoint_every must be >= 0"),
+            (self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 (0: never stop early)"),
+            (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
+            (self.log_every >= 1, "log_every must be >= 1"),
+        ]
 
     def model_config(self, num_tasks: int) -> RelevanceModelConfig:
         """The model these keys describe, for ``num_tasks`` tasks."""
@@ -139,12 +156,14 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
     for key, value in list(values.items()):
         kind = FIELDS[key].type
         try:
-            if kind == "int" and not isinstance(value, bool):
-                values[key] = int(value)
+            if kind == "int":
+                if isinstance(value, bool) or float(value) != int(float(value)):
+                    raise ValueError
+                values[key] = int(float(value))
             elif kind == "float":
                 values[key] = float(value)
-            elif kind == "bool" and not isinstance(value, bool):
+            elif (kind == "bool" and not isinstance(value, bool)) or (kind == "str" and not isinstance(value, str)):
                 raise ValueError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise UserError(f"config: {key} must be {kind}, got {value!r}") from None
     return TrainConfig(**values)
