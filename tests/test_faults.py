@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -65,17 +66,22 @@ def test_a_corrupt_input_file_is_one_line_naming_it(verb, name, artifact, tmp_pa
     assert str(corrupt) in line and "not a" in line
 
 
-def test_a_parquet_file_that_breaks_mid_way_is_one_line_on_the_local_engine(artifact, good, tmp_path, capsys):
-    """A readable footer, damaged pages: found only while reading, after other rows were scored."""
+@pytest.mark.parametrize("engine", ["local", "spark"])
+def test_a_parquet_file_that_breaks_mid_way_is_one_line_naming_it(engine, artifact, good, tmp_path, capsys):
+    """A readable footer, damaged pages: found only while reading, after the run started."""
     broken = tmp_path / "in"
     broken.mkdir()
     (broken / "a.parquet").write_bytes(good.read_bytes())
-    data = bytearray(good.read_bytes())
-    data[8:4000] = RANDOM_BYTES[: 4000 - 8]  # the first pages, not the footer
+    rows = candidates(5000, seed=1)
+    rows.to_parquet(broken / "b.parquet", index=False, row_group_size=1000)
+    data = bytearray((broken / "b.parquet").read_bytes())
+    data[4:2000] = RANDOM_BYTES[:1996]  # the first pages, not the footer
     (broken / "b.parquet").write_bytes(bytes(data))
-    line = one_line_error(capsys, main(["score", "--model", str(artifact), "--candidates", str(broken),
-                                        "--engine", "local", "--output", str(tmp_path / "out")]))
-    assert "b.parquet" in line
+    assert pq.read_metadata(broken / "b.parquet").num_rows == len(rows)  # the check before the run passes it
+    code = main(["score", "--model", str(artifact), "--candidates", str(broken), "--engine", engine,
+                 "--output", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "b.parquet: not a readable" in err[-1] and "Traceback" not in "".join(err), err
     assert not list((tmp_path / "out").glob(".staging-*"))
 
 

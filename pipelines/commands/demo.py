@@ -14,7 +14,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "demo", help="run the whole pipeline end to end on built-in synthetic data",
         description="synth -> prepare -> train MTL-LoRA and a LoRA baseline at matched budgets -> evaluate both -> "
         "the promotion gate -> batch-score candidates with the champion -> a per-task table, under WORKDIR. "
-        "Run again, it reuses what has not changed. Spark, transformers and MLflow output goes to WORKDIR/demo.log.",
+        "Run again, it reuses what has not changed. Spark, transformers and MLflow output goes to WORKDIR/demo.log. "
+        "Exit 0 done, 2 bad arguments.",
     )
     p.add_argument("--workdir", type=Path, default=d.workdir, help=f"where the demo writes (default {d.workdir})")
     p.add_argument("--rows", type=int, default=d.rows, help=f"synthetic raw log rows (default {d.rows})")

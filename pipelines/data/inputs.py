@@ -5,6 +5,7 @@ missing column is a one-line user error, not a Spark or Arrow traceback."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -66,14 +67,21 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+_FAILED_READ = re.compile(r"\[(FAILED_READ_FILE[.\w]*)\] Encountered error while reading file (\S+?)\.?(?:\s|$)")
+_ROOT_CAUSE = re.compile(r"^Caused by: [\w.$]+: (.+)$", re.MULTILINE)
+
+
 def unreadable_file_error(exc: BaseException) -> UserError | None:
-    """A one-line user error for Spark's failure to read an input file mid-job, else None."""
-    condition = getattr(exc, "getCondition", lambda: None)() or ""
-    if not condition.startswith("FAILED_READ_FILE"):
+    """A one-line user error for Spark's failure to read an input file mid-job (a file whose footer
+    is fine and whose pages are not), else None. Spark says so in its error text, whether pyspark
+    converted the Java exception or left it a Py4JJavaError."""
+    text = str(exc)
+    found = _FAILED_READ.search(text)
+    if not found:
         return None
-    params = getattr(exc, "getMessageParameters", lambda: None)() or {}
-    where = params.get("path") or "an input file"
-    return UserError(f"cannot read {where}: {condition}")
+    causes = _ROOT_CAUSE.findall(text)
+    why = f" ({causes[-1].strip()[:200]})" if causes else ""
+    return UserError(f"{found.group(2).removeprefix('file://')}: not a readable file, {found.group(1)}{why}")
 
 
 def input_files(path: str) -> tuple[str, list[Path]]:
