@@ -215,6 +215,35 @@ def bootstrap_ci(labels: Any, scores: Any, *, resamples: int = 1000, seed: int =
     return out
 
 
+def paired_bootstrap_auc_delta(labels: Any, scores_a: Any, scores_b: Any, *, resamples: int = 1000, seed: int = 0,
+                               level: float = 0.95) -> dict[str, float] | None:
+    """ROC AUC of ``scores_b`` minus that of ``scores_a`` on the same rows, with a percentile bootstrap
+    interval in which both models are scored on the same resampled rows (paired: the rows' own
+    difficulty cancels out). ``{"delta", "low", "high", "resamples"}`` (resamples that lose a class
+    are left out); None with one class or resamples < 1."""
+    y, a = _check(labels, scores_a)
+    _, b = _check(labels, scores_b)
+    if resamples < 1 or class_reason(y):
+        return None
+    orders = [_grouped(y, s) for s in (a, b)]
+    auc_a, auc_b = (float(_auc_from_counts(*_group_counts(np.ones((1, y.size)), y, o, g))[0]) for o, g in orders)
+    rng, n, deltas = np.random.default_rng(seed), y.size, []
+    chunk = max(1, _CHUNK_CELLS // max(2 * n, 1))
+    for start in range(0, resamples, chunk):
+        rows = min(chunk, resamples - start)
+        draws = rng.integers(0, n, size=(rows, n)) + (np.arange(rows) * n)[:, None]
+        weights = np.bincount(draws.ravel(), minlength=rows * n).reshape(rows, n).astype(np.float64)
+        resampled_a, resampled_b = (_auc_from_counts(*_group_counts(weights[:, o], y, o, g)) for o, g in orders)
+        deltas.append(resampled_b - resampled_a)
+    values = np.concatenate(deltas)
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return None
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return {"delta": auc_b - auc_a, "low": float(low), "high": float(high), "resamples": int(values.size)}
+
+
 def task_metrics(labels: Any, scores: Any, *, threshold: float = 0.5, bootstrap: int = 1000,
                  seed: int = 0) -> dict[str, Any]:
     """Every metric of one task (``scores`` are probabilities). Undefined metrics are None and

@@ -118,3 +118,26 @@ def test_bad_inputs_are_refused():
         M.roc_auc([0, 1], [0.5])
     with pytest.raises(ValueError, match="0 or 1"):
         M.task_metrics([0, 2], [0.1, 0.2])
+
+
+def test_paired_bootstrap_of_the_auc_difference_matches_a_brute_force_reference():
+    rng = np.random.default_rng(3)
+    n = 40
+    y = rng.integers(0, 2, n)
+    a = np.round(rng.random(n), 1)  # ties, as real scores have
+    b = np.round(a + 0.4 * y * rng.random(n), 1)
+    got = M.paired_bootstrap_auc_delta(y, a, b, resamples=300, seed=7)
+    draws = np.random.default_rng(7).integers(0, n, size=(300, n))  # the same rows for both models
+    reference = [roc_auc_score(y[d], b[d]) - roc_auc_score(y[d], a[d]) for d in draws if 0 < y[d].sum() < n]
+    assert got["delta"] == pytest.approx(roc_auc_score(y, b) - roc_auc_score(y, a), abs=1e-12)
+    assert got["resamples"] == len(reference)
+    assert got["low"] == pytest.approx(np.percentile(reference, 2.5), abs=1e-12)
+    assert got["high"] == pytest.approx(np.percentile(reference, 97.5), abs=1e-12)
+    assert got["low"] > 0  # b is better on these rows, and the paired interval says so
+
+
+def test_paired_bootstrap_needs_both_classes_and_a_resample():
+    assert M.paired_bootstrap_auc_delta([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1]) is None
+    assert M.paired_bootstrap_auc_delta([0, 1], [0.1, 0.2], [0.2, 0.1], resamples=0) is None
+    same = M.paired_bootstrap_auc_delta([0, 1, 0, 1], [0.1, 0.9, 0.3, 0.4], [0.1, 0.9, 0.3, 0.4], resamples=50)
+    assert same == {"delta": 0.0, "low": 0.0, "high": 0.0, "resamples": same["resamples"]}
