@@ -59,7 +59,9 @@ def adsrel(*args: str, ok: tuple[int, ...] = (0,), final: tuple[int, ...] = (2,)
     cmd = [os.environ.get("ADSREL_BIN") or "adsrel", *args]
     log.info("$ %s", shlex.join(cmd))
     try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
+        # ADSREL_VERBOSE: Spark's and MLflow's own output in the task log too, where the on-call looks
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                                env={**os.environ, "ADSREL_VERBOSE": "1"})
     except OSError as exc:
         raise AirflowFailException(f"cannot run {cmd[0]} (set ADSREL_BIN to the project's adsrel): {exc}") from exc
     last_error = ["no message"]  # the last line on stderr: the one-line reason of a failure

@@ -132,10 +132,10 @@ def signature():
     from mlflow.types import ColSpec, Schema
 
     # The candidate schema (features.candidates); market and vertical, or a task name, route a row. The
-    # order is the one spark_udf binds positional columns to: new columns go last.
-    required = {"query", "ad_title"}
-    inputs = [ColSpec("string", c, required=c in required) for c in ("query", "ad_title", "ad_description",
-              "display_url", "market", "vertical", "ad_id", "task", "candidate_id")]
+    # order is the one spark_udf binds positional columns to: new columns go last. Every column is
+    # optional here, so that the pyfunc, not MLflow's schema check, says in one line what a request lacks.
+    inputs = [ColSpec("string", c, required=False) for c in ("query", "ad_title", "ad_description", "display_url",
+              "market", "vertical", "task", "ad_id", "candidate_id")]
     outputs = Schema([ColSpec("double", "score"), ColSpec("string", "rejected", required=False)])
     return ModelSignature(inputs=Schema(inputs), outputs=outputs)
 

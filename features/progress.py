@@ -37,12 +37,13 @@ def others_to_log(log_path: Path, fds: tuple[int, ...] = (2,)) -> Iterator[dict[
     with open(log_path, "a", buffering=1) as log_file:
         for fd in fds:
             os.dup2(log_file.fileno(), fd)
+        previous = _stream
         if not captured:
             set_stream(terminal.get(2))
         try:
             yield terminal
         finally:
-            set_stream(None)
+            set_stream(previous)
             for handle in (sys.stdout, sys.stderr):
                 handle.flush()
             for fd, copy in saved.items():

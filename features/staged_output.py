@@ -2,26 +2,30 @@
 
 A run writes its parts (``shards/``, ``scores/``, ...) into a staging directory under the output
 and :meth:`StagedOutput.publish` swaps them in at the end, its completion marker (``manifest.json``,
-``summary.json``) last. A run that fails, for any reason, leaves an earlier complete output exactly
-as it was; a killed run leaves its staging directory, which the next run into the same output
-removes (its name carries the process id, so a live run's staging is never touched).
+``summary.json``) last, under a lock so that two runs never interleave their swaps. A run that fails
+leaves an earlier complete output as it was: a failure during the swap puts the earlier parts back,
+and a run killed during the swap leaves them aside, where the next run into the same output puts
+them back. A killed run's staging directory is removed by the next run (its name carries the host
+and process id, so a live run's staging is never touched; another host's only after a day).
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
-import re
 import shutil
+import socket
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from features.errors import UserError
 
-STAGING, REPLACED = ".staging-", ".replaced-"
-# pid-tagged names; an untagged one (an older version's) is removed once it is a day old
-_OWNED = re.compile(rf"^(?:{re.escape(STAGING)}|{re.escape(REPLACED)})(\d+)-[0-9a-f]+$")
-_UNTAGGED_AFTER_S = 24 * 3600
+STAGING, REPLACED, LOCK = ".staging-", ".replaced-", ".lock"
+_HOST = socket.gethostname().replace("-", "_") or "host"
+_OTHERS_AFTER_S = 24 * 3600  # another host's (or an older version's) leftovers: removed once a day old
 
 
 def _alive(pid: int) -> bool:
@@ -34,19 +38,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def remove_stale(out: Path) -> list[Path]:
-    """Removes what killed runs left under ``out``; returns what it removed."""
-    removed = []
-    for entry in out.glob(".*"):
-        if not entry.is_dir() or not entry.name.startswith((STAGING, REPLACED)):
+def _owner_gone(entry: Path) -> bool:
+    """``.staging-<host>-<pid>-<id>``: this host's dead pid, or anyone's once a day old."""
+    parts = entry.name.split("-")
+    if len(parts) == 4 and parts[1] == _HOST and parts[2].isdigit():
+        return not _alive(int(parts[2]))
+    return time.time() - entry.stat().st_mtime > _OTHERS_AFTER_S
+
+
+@contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    with open(out / LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _restore(out: Path, trash: Path) -> None:
+    """Puts the earlier parts kept in ``trash`` back in place of whatever a broken swap left."""
+    for kept in trash.iterdir():
+        final = out / kept.name
+        if final.is_dir():
+            shutil.rmtree(final)
+        elif final.exists():
+            final.unlink()
+        kept.rename(final)
+    trash.rmdir()
+
+
+def remove_stale(out: Path, marker: str | None = None) -> list[Path]:
+    """Cleans what killed runs left under ``out``: staging directories are removed; the earlier parts
+    of a swap killed half-way (the output has no ``marker``) are put back. Returns what it handled."""
+    handled = []
+    for entry in sorted(out.glob(".*")):
+        if not entry.is_dir() or not entry.name.startswith((STAGING, REPLACED)) or not _owner_gone(entry):
             continue
-        owned = _OWNED.match(entry.name)
-        stale = (not _alive(int(owned.group(1))) if owned
-                 else time.time() - entry.stat().st_mtime > _UNTAGGED_AFTER_S)
-        if stale:
+        if entry.name.startswith(REPLACED) and marker and not (out / marker).exists() and (entry / marker).exists():
+            _restore(out, entry)
+        else:
             shutil.rmtree(entry, ignore_errors=True)
-            removed.append(entry)
-    return removed
+        handled.append(entry)
+    return handled
 
 
 class StagedOutput:
@@ -57,13 +91,15 @@ class StagedOutput:
         self.out, self.parts, self.marker = Path(out), parts, marker
         if self.out.exists() and not self.out.is_dir():
             raise UserError(f"--output is not a directory: {out}")
+        tag = f"{_HOST}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        self.staging, self._trash = self.out / f"{STAGING}{tag}", self.out / f"{REPLACED}{tag}"
         try:
             self.out.mkdir(parents=True, exist_ok=True)
+            with _locked(self.out):
+                remove_stale(self.out, marker)
+            self.staging.mkdir()
         except OSError as exc:
-            raise UserError(f"cannot create --output {out}: {exc.strerror or exc}") from None
-        remove_stale(self.out)
-        self.staging = self.out / f"{STAGING}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        self.staging.mkdir()
+            raise UserError(f"cannot write to --output {out}: {exc.strerror or exc}") from None
 
     def __enter__(self) -> StagedOutput:
         return self
@@ -75,18 +111,26 @@ class StagedOutput:
         return self.staging / part
 
     def publish(self, marker_text: str) -> None:
-        """Swaps the staged parts in, then writes the marker (atomically): between the first rename
-        and the marker the output has no marker, so it never reads as complete half-swapped."""
-        (self.out / self.marker).unlink(missing_ok=True)
-        trash = self.out / f"{REPLACED}{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        trash.mkdir()
+        """Swaps the staged parts in, then writes the marker (atomically). The earlier marker goes
+        aside first, so a half-swapped output never reads as complete; any failure puts it all back."""
+        with _locked(self.out):
+            self._trash.mkdir()
+            try:
+                self._swap(marker_text)
+            except BaseException:
+                _restore(self.out, self._trash)
+                raise
+            shutil.rmtree(self._trash, ignore_errors=True)
+
+    def _swap(self, marker_text: str) -> None:
+        if (self.out / self.marker).exists():
+            (self.out / self.marker).rename(self._trash / self.marker)
         for part in self.parts:
             staged, final = self.staging / part, self.out / part
             staged.mkdir(exist_ok=True)
             if final.exists():
-                final.rename(trash / part)
+                final.rename(self._trash / part)
             staged.rename(final)
-        tmp = self.out / f".{self.marker}.tmp"
+        tmp = self.staging / f".{self.marker}.tmp"
         tmp.write_text(marker_text)
         os.replace(tmp, self.out / self.marker)
-        shutil.rmtree(trash, ignore_errors=True)

@@ -38,7 +38,7 @@ class AdsRelevanceModel(PythonModel):
                 params: dict | None = None) -> pd.DataFrame:
         try:
             return self.scorer.score_candidates(model_input)
-        except ValueError as exc:  # the reason in the response, not a stack trace
+        except (ValueError, KeyError) as exc:  # the reason in the response, not a stack trace
             raise BadRequest(f"adsrel: {exc}") from None
 
 

@@ -118,34 +118,46 @@ class Scorer:
     def score_candidates(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Scores of candidate rows checked as batch scoring checks them (features.candidates): a row
         that cannot be scored gets a null ``score`` and its reason in ``rejected``; never a made-up
-        score. A frame that names each row's ``task`` or ``task_id`` is routed by it and only its text
-        is checked. Raises ValueError for a frame without the columns to route or score."""
-        explicit = "task" in frame.columns or "task_id" in frame.columns
-        required = [c for c in ("query", "ad_title") if c not in frame.columns] if explicit else \
-            [c for c in REQUIRED_COLUMNS if c not in frame.columns]
-        if required:
-            raise ValueError(f"request lacks required columns: {', '.join(required)}")
+        score. A row that names its ``task`` is routed by it (an unknown name is ``unmapped``) and only
+        its text is checked; any other row is checked and routed as batch scoring does it. Raises
+        ValueError for a frame without the columns to score it."""
+        named = frame["task"].notna().to_numpy() if "task" in frame.columns else np.zeros(len(frame), dtype=bool)
+        needed = REQUIRED_COLUMNS if (~named).any() else ("query", "ad_title")
+        missing = [c for c in needed if c not in frame.columns]
+        if missing:
+            raise ValueError(f"request lacks required columns: {', '.join(missing)}")
         rejected = np.full(len(frame), None, dtype=object)
         scores = np.full(len(frame), np.nan)
-        if explicit:
-            texts = self.texts(frame)
-            rejected[[not q for q in texts["query"]]] = "missing_query"
-            no_text = [not (t or d) for t, d in zip(texts["ad_title"], texts["ad_description"], strict=True)]
-            rejected[[r is None and n for r, n in zip(rejected, no_text, strict=True)]] = "no_ad_text"
-            ok = np.array([r is None for r in rejected], dtype=bool)
-            if ok.any():
-                scores[ok] = self.predict(frame[ok])
-        else:
-            table = pa.table({c: pa.array([None if pd.isna(v) else str(v) for v in frame[c]], pa.string())
-                              for c in CANDIDATE_COLUMNS if c in frame.columns})  # as read: text
-            checked = check_candidates(table, self.task_map)
-            rejected = np.array(checked["reason"].to_pylist(), dtype=object)
-            ok = np.array([r is None for r in rejected], dtype=bool)
-            if ok.any():
-                scores[ok] = self.predict(checked.filter(pa.array(ok)).to_pandas())
+        for rows, score in ((named, self._score_named), (~named, self._score_checked)):
+            if rows.any():
+                scores[rows], rejected[rows] = score(frame[rows])
         # nullable floats: null (not NaN) in JSON, and still numbers for spark_udf's double
         score = pd.Series(pd.array(scores, dtype="Float64"), index=frame.index)
         return pd.DataFrame({"score": score, "rejected": rejected}, index=frame.index)
+
+    def _score_named(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Rows routed by their task name: their text checked as batch scoring checks it."""
+        texts = self.texts(frame)
+        known = frame["task"].isin(self.task_names).to_numpy()
+        reasons = [None if not k else "missing_query" if not q else "no_ad_text" if not (t or d) else None
+                   for k, q, t, d in zip(known, texts["query"], texts["ad_title"], texts["ad_description"],
+                                         strict=True)]
+        rejected = np.array([r if k else "unmapped" for r, k in zip(reasons, known, strict=True)], dtype=object)
+        return self._score_accepted(frame, rejected)
+
+    def _score_checked(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Rows routed by market and vertical, through batch scoring's own check."""
+        table = pa.table({c: pa.array([None if pd.isna(v) else str(v) for v in frame[c]], pa.string())
+                          for c in CANDIDATE_COLUMNS if c in frame.columns})  # as read: text
+        checked = check_candidates(table, self.task_map)
+        return self._score_accepted(checked.to_pandas(), np.array(checked["reason"].to_pylist(), dtype=object))
+
+    def _score_accepted(self, frame: pd.DataFrame, rejected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = np.full(len(frame), np.nan)
+        ok = np.array([r is None for r in rejected], dtype=bool)
+        if ok.any():  # every accepted row has its task by name now
+            scores[ok] = self.predict(frame[ok])
+        return scores, rejected
 
     def logits(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
         """Raw logits of every row; ``merge`` folds each large task group's update into the weights."""

@@ -4,8 +4,8 @@ Each verb lives in its own module under ``pipelines.commands`` and exposes
 ``add_parser(subparsers)`` (which sets ``func`` on its parser) and nothing else that the CLI needs.
 User mistakes raise :class:`features.errors.UserError`; they are reported as one line on stderr
 with a non-zero exit, never as a traceback. What Spark, MLflow and the other libraries print goes to
-a log file (``$ADSREL_LOG_DIR``, else ``~/.cache/adsrel/logs``), named on stderr when a verb fails;
-``--verbose`` keeps it on stderr.
+a log file (``$ADSREL_LOG_DIR``, else ``~/.cache/adsrel/logs``), named on stderr when a verb fails
+for a reason that is not the user's; ``--verbose`` (or ``ADSREL_VERBOSE=1``) keeps it on stderr.
 """
 
 from __future__ import annotations
@@ -64,17 +64,20 @@ def build_parser() -> argparse.ArgumentParser:
 def log_path(verb: str) -> Path | None:
     """A new log file for this run of ``verb``, or None when no log directory can be made."""
     directory = Path(os.environ.get("ADSREL_LOG_DIR") or Path.home() / ".cache" / "adsrel" / "logs")
+    path = directory / f"{verb}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
     try:
         directory.mkdir(parents=True, exist_ok=True)
-    except OSError:
+        path.touch()
+    except OSError:  # no log then: the libraries' output stays on stderr
         return None
-    return directory / f"{verb}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log"
+    return path
 
 
 @contextlib.contextmanager
 def library_output(args: argparse.Namespace) -> Iterator[Path | None]:
     """Sends the libraries' output to a log file unless --verbose; yields its path (None: stderr)."""
-    path = None if getattr(args, "verbose", True) else log_path(args.verb)
+    quiet = not getattr(args, "verbose", True) and not os.environ.get("ADSREL_VERBOSE") and sys.stderr is not None
+    path = log_path(args.verb) if quiet else None
     if path is None:
         yield None
         return
@@ -94,10 +97,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except BaseException:
             name_log(args.verb, log_file)
             raise
-        if message:
-            print(f"adsrel {args.verb}: {message}", file=stream(), flush=True)
         if code not in (0, 2, 3):  # 2 (the user's mistake) and 3 (a verdict) say all in their line
             name_log(args.verb, log_file)
+        if message:  # last: a scheduler shows a failed task's last stderr line
+            print(f"adsrel {args.verb}: {message}", file=stream(), flush=True)
     return code
 
 

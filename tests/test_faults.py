@@ -24,7 +24,7 @@ from tests.test_score import TASKS, candidates
 from tests.tiny_models import tiny_artifact
 
 ROOT = Path(__file__).resolve().parent.parent
-RANDOM_BYTES = bytes(range(256)) * 40  # not Parquet, not UTF-8
+RANDOM_BYTES = bytes(range(128, 256)) * 80  # not Parquet, not UTF-8 text
 
 
 def one_line_error(capsys, code: int) -> str:
@@ -183,7 +183,55 @@ def test_staged_output_keeps_a_live_run_s_staging_and_removes_a_dead_one_s(tmp_p
         live.path("part").mkdir()
         (live.path("part") / "x").write_text("whole")
         live.publish("{}\n")
-    assert snapshot(out) == {"part/x": b"whole", "done.json": b"{}\n"}
+    assert snapshot(out) == {".lock": b"", "part/x": b"whole", "done.json": b"{}\n"}
+
+
+def test_a_swap_that_fails_half_way_puts_the_earlier_output_back(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+
+    def stage(text: str) -> StagedOutput:
+        staged = StagedOutput(out, ("a", "b"), "done.json")
+        for part in ("a", "b"):
+            staged.path(part).mkdir()
+            (staged.path(part) / "x").write_text(text)
+        return staged
+
+    with stage("first") as first:
+        first.publish("first\n")
+    before = snapshot(out)
+    rename = Path.rename
+
+    def breaking_rename(self: Path, target: Path):  # part b cannot move in, after part a did
+        if self.name == "b" and self.parent.name.startswith(".staging-"):
+            raise OSError("disk full")
+        return rename(self, target)
+
+    with stage("second") as second:
+        monkeypatch.setattr(Path, "rename", breaking_rename)
+        with pytest.raises(OSError, match="disk full"):
+            second.publish("second\n")
+        monkeypatch.undo()
+    assert snapshot(out) == before
+
+
+def test_a_swap_killed_half_way_is_put_back_by_the_next_run(tmp_path):
+    out = tmp_path / "out"
+    with StagedOutput(out, ("a",), "done.json") as staged:
+        staged.path("a").mkdir()
+        (staged.path("a") / "x").write_text("old")
+        staged.publish("old\n")
+    before = snapshot(out)
+    # what a kill between the renames leaves: the marker and part a aside, a new part a in place
+    trash = out / ".replaced-otherhost-1-abc"
+    trash.mkdir()
+    (out / "done.json").rename(trash / "done.json")
+    (out / "a").rename(trash / "a")
+    (out / "a").mkdir()
+    (out / "a" / "x").write_text("new")
+    os.utime(trash, (time.time() - 2 * 86400,) * 2)  # another host's, two days old
+    with StagedOutput(out, ("a",), "done.json"):
+        pass
+    assert snapshot(out) == before
 
 
 # ---------------------------------------------------------------- the libraries' output
@@ -201,3 +249,21 @@ def test_a_spark_verb_s_stderr_holds_adsrel_lines_only_unless_verbose(tmp_path):
     assert lines and all(line.startswith("adsrel synth:") for line in lines), lines
     assert any(not line.startswith("adsrel") for line in verbose.stderr.strip().splitlines())
     assert any(log.read_text() for log in (tmp_path / "logs").glob("synth-*.log"))  # it went to the log
+
+
+def test_only_a_csv_header_must_be_utf8_text(tmp_path):
+    from pipelines.data.inputs import check_input
+
+    latin = tmp_path / "latin.csv"
+    latin.write_bytes(b"query,ad_id\ncaf\xe9,1\n")  # a Latin-1 row: the engines' business, not a corrupt file
+    assert check_input(str(latin)) == "csv"
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(b"\xff\xfe\x00q\nx\n")
+    with pytest.raises(UserError, match="not a CSV file"):
+        check_input(str(binary))
+
+
+@pytest.mark.parametrize("setting", ["epochs=.inf", "lr=.nan", "lr=true"])
+def test_a_float_key_must_be_a_finite_number(setting):
+    with pytest.raises(UserError, match="must be a finite number"):
+        load_train_config(None, [setting])

@@ -204,9 +204,14 @@ def test_the_champion_scores_alike_through_score_pyfunc_spark_udf_and_the_served
     assert pyfunc["rejected"].isna().all()
 
     udf = mlflow.pyfunc.spark_udf(spark, uri, result_type="double", env_manager="local")
-    frame = spark.createDataFrame(rows[columns].astype(object).where(rows[columns].notna(), None))
-    via_udf = frame.withColumn("score", udf(*columns)).toPandas()["score"].to_numpy()
-    np.testing.assert_allclose(via_udf, ours, rtol=0, atol=1e-5)
+    positional = [*columns[:6], "task", "ad_id"]  # the signature's order; no task: routed by market, vertical
+
+    def via_udf(frame: pd.DataFrame) -> np.ndarray:
+        df = spark.createDataFrame(frame.assign(task=None)[positional].astype(object).where(
+            frame.assign(task=None)[positional].notna(), None), schema=", ".join(f"{c} string" for c in positional))
+        return df.withColumn("score", udf(*positional)).toPandas()["score"].to_numpy()
+
+    np.testing.assert_allclose(via_udf(rows), ours, rtol=0, atol=1e-5)
 
     bad = rows[columns].head(4).copy()
     bad.loc[0, "query"], bad.loc[1, "market"], bad.loc[2, "ad_id"] = None, "zz", ""
@@ -222,6 +227,7 @@ def test_the_champion_scores_alike_through_score_pyfunc_spark_udf_and_the_served
         local = mlflow.pyfunc.load_model(uri).predict(bad)
         assert local["rejected"].tolist() == ["missing_query", "invalid_market", "missing_ad_id", None]
         assert local["score"].isna().tolist() == [True, True, True, False]
+        assert np.isnan(via_udf(bad)).tolist() == [True, True, True, False]
         # a request that cannot be scored at all: 400 with the reason, no stack trace
         status, body = post(rows[columns].drop(columns=["market"]))
         assert status == 400 and body["message"] == "adsrel: request lacks required columns: market", body

@@ -54,8 +54,8 @@ def check_input(path: str) -> str:
             if fmt == "parquet":
                 pq.read_metadata(file)
             elif fmt == "csv":
-                with open(file, encoding="utf-8") as handle:
-                    handle.readline()
+                with open(file, "rb") as handle:
+                    handle.readline(1 << 20).decode("utf-8")  # the header line only
         except UnicodeDecodeError:
             raise UserError(f"{file}: not a CSV file (its header is not UTF-8 text)") from None
         except Exception as exc:  # noqa: BLE001 - pyarrow's ArrowInvalid, OSError: all mean unreadable
@@ -77,7 +77,7 @@ def unreadable_file_error(exc: BaseException) -> UserError | None:
     converted the Java exception or left it a Py4JJavaError."""
     text = str(exc)
     found = _FAILED_READ.search(text)
-    if not found:
+    if not found or found.group(1) == "FAILED_READ_FILE.FILE_NOT_EXIST":  # gone mid-job: worth a retry
         return None
     causes = _ROOT_CAUSE.findall(text)
     why = f" ({causes[-1].strip()[:200]})" if causes else ""
@@ -184,6 +184,15 @@ def read_arrow_batches(paths: Sequence[str], columns: Sequence[str], required: S
                 yield from _file_batches(fmt, file, columns, required, batch_rows)
             except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
                 raise UserError(f"{file}: not a readable {fmt} file ({first_line(exc)})") from None
+
+
+def count_parquet_rows(paths: Sequence[str]) -> int | None:
+    """The input rows from Parquet footers alone, or None when an input is text (counting its lines
+    would read it all)."""
+    found = [input_files(path) for path in paths]
+    if any(fmt != "parquet" for fmt, _ in found):
+        return None
+    return sum(pq.read_metadata(f).num_rows for _, files in found for f in files)
 
 
 def count_input_rows(paths: Sequence[str]) -> int:

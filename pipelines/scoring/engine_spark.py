@@ -46,7 +46,7 @@ from features.schema import CORRUPT
 from features.staged_output import StagedOutput
 from features.task_map import TaskMap
 from models.backbone import DEFAULT_BACKBONE, resolve_backbone
-from pipelines.data.inputs import count_input_rows, read_with_spark
+from pipelines.data.inputs import count_parquet_rows, read_with_spark
 from pipelines.scoring.model import ResolvedModel
 from pipelines.scoring.output import Counts, peak_rss_mib
 
@@ -187,9 +187,9 @@ def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: Staged
     if own:
         spark = build_session("adsrel-score", master, SCORING_SETTINGS)
     done = threading.Event()
-    threading.Thread(target=_report_progress, args=(spark, done, 15.0, count_input_rows(candidates)), daemon=True,
-                     name="adsrel-score-progress").start()
     try:
+        threading.Thread(target=_report_progress, args=(spark, done, 15.0, count_parquet_rows(candidates)),
+                         daemon=True, name="adsrel-score-progress").start()
         task_map = resolved.task_map()
         df = read_candidates(spark, candidates)
         cores = spark.sparkContext.defaultParallelism

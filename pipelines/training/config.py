@@ -4,6 +4,7 @@ YAML file and ``--set key=value`` overrides, validated before any work starts.""
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -161,9 +162,12 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
                     raise ValueError
                 values[key] = int(float(value))
             elif kind == "float":
+                if isinstance(value, bool) or not math.isfinite(float(value)):
+                    raise ValueError
                 values[key] = float(value)
             elif (kind == "bool" and not isinstance(value, bool)) or (kind == "str" and not isinstance(value, str)):
                 raise ValueError
         except (TypeError, ValueError, OverflowError):
-            raise UserError(f"config: {key} must be {kind}, got {value!r}") from None
+            want = "a finite number" if kind == "float" else kind
+            raise UserError(f"config: {key} must be {want}, got {value!r}") from None
     return TrainConfig(**values)
