@@ -139,10 +139,9 @@ class Scorer:
         """Rows routed by their task name: their text checked as batch scoring checks it."""
         texts = self.texts(frame)
         known = frame["task"].isin(self.task_names).to_numpy()
-        reasons = [None if not k else "missing_query" if not q else "no_ad_text" if not (t or d) else None
-                   for k, q, t, d in zip(known, texts["query"], texts["ad_title"], texts["ad_description"],
-                                         strict=True)]
-        rejected = np.array([r if k else "unmapped" for r, k in zip(reasons, known, strict=True)], dtype=object)
+        rejected = np.array(["unmapped" if not k else "missing_query" if not q else "no_ad_text" if not (t or d)
+                             else None for k, q, t, d in zip(known, texts["query"], texts["ad_title"],
+                                                             texts["ad_description"], strict=True)], dtype=object)
         return self._score_accepted(frame, rejected)
 
     def _score_checked(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:

@@ -36,12 +36,7 @@ def data_files(path: str) -> list[Path]:
 
 def detect_format(path: str) -> str:
     """parquet, json or csv from the file name, or from the data files inside a directory."""
-    found = {FORMATS[f.suffix.lower()] for f in data_files(path) if f.suffix.lower() in FORMATS}
-    if not found:
-        raise UserError(f"no Parquet, JSON Lines or CSV files in {path}")
-    if len(found) > 1:
-        raise UserError(f"mixed formats in {path}: {', '.join(sorted(found))}")
-    return found.pop()
+    return input_files(path)[0]
 
 
 def check_input(path: str) -> str:
@@ -59,8 +54,12 @@ def check_input(path: str) -> str:
         except UnicodeDecodeError:
             raise UserError(f"{file}: not a CSV file (its header is not UTF-8 text)") from None
         except Exception as exc:  # noqa: BLE001 - pyarrow's ArrowInvalid, OSError: all mean unreadable
-            raise UserError(f"{file}: not a readable {fmt} file ({first_line(exc)})") from None
+            raise unreadable(file, fmt, exc) from None
     return fmt
+
+
+def unreadable(file: Path, fmt: str, exc: BaseException) -> UserError:
+    return UserError(f"{file}: not a readable {fmt} file ({first_line(exc)})")
 
 
 def first_line(exc: BaseException) -> str:
@@ -85,9 +84,15 @@ def unreadable_file_error(exc: BaseException) -> UserError | None:
 
 
 def input_files(path: str) -> tuple[str, list[Path]]:
-    """The format of an input and its data files of that format."""
-    fmt = detect_format(path)
-    return fmt, [f for f in data_files(path) if FORMATS.get(f.suffix.lower()) == fmt]
+    """The format of an input and its data files of that format (the directory is listed once)."""
+    files = data_files(path)
+    found = {FORMATS[f.suffix.lower()] for f in files if f.suffix.lower() in FORMATS}
+    if not found:
+        raise UserError(f"no Parquet, JSON Lines or CSV files in {path}")
+    if len(found) > 1:
+        raise UserError(f"mixed formats in {path}: {', '.join(sorted(found))}")
+    fmt = found.pop()
+    return fmt, [f for f in files if FORMATS.get(f.suffix.lower()) == fmt]
 
 
 def require_columns(columns: Iterable[str], required: Iterable[str], where: str | Path) -> None:
@@ -183,7 +188,7 @@ def read_arrow_batches(paths: Sequence[str], columns: Sequence[str], required: S
             try:
                 yield from _file_batches(fmt, file, columns, required, batch_rows)
             except (pa.ArrowException, OSError, UnicodeDecodeError) as exc:
-                raise UserError(f"{file}: not a readable {fmt} file ({first_line(exc)})") from None
+                raise unreadable(file, fmt, exc) from None
 
 
 def count_parquet_rows(paths: Sequence[str]) -> int | None:
