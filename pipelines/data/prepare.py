@@ -43,7 +43,7 @@ from features.schema import (
     SHARD_COLUMNS,
     SPLITS,
 )
-from features.shards import read_table, split_files
+from features.shards import MANIFEST, read_table, split_files
 from features.staged_output import StagedOutput
 from features.task_map import (
     TaskMap,
@@ -58,7 +58,6 @@ from pipelines.data.inputs import read_with_spark
 from pipelines.data.prepare_config import PrepareConfig
 
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"  # written last: its presence means the run completed
 KEY = ("query", "ad_id", "market")
 # A 64-bit hash of KEY that leads the grouping keys of both aggregations: the sort before them then
 # compares longs instead of query strings that often share their first bytes.
