@@ -29,6 +29,7 @@ from evaluation.tracking import (
     MODEL_URI_TAG,
     PLOTS_DIR,
     REPORT_ARTIFACT,
+    SCORES_ARTIFACT,
     SPLIT_TAG,
     TABLE_ARTIFACT,
     set_experiment,
@@ -37,6 +38,7 @@ from features.errors import UserError
 from features.progress import log as progress_log
 from features.shards import MODEL_COLUMNS, manifest_digest, read_split
 from models.artifact import ArtifactError, model_digest
+from models.routing import RoutedScorer, load_scorer
 from models.scoring import Scorer
 
 # Columns of the printed / logged table, in order.
@@ -50,7 +52,7 @@ def log(message: str) -> None:
 
 @dataclass
 class Evaluation:
-    """A report with what produced it: the scored rows (task, label, score) and the scorer."""
+    """A report with what produced it: the scored rows (example_id, task, label, score) and the scorer."""
 
     report: dict[str, Any]
     scored: pd.DataFrame
@@ -67,7 +69,7 @@ def run_evaluation(model: str | Path, shards: str | Path, *, split: str = "test"
     frame = read_split(shards, split, columns=MODEL_COLUMNS)  # checks the manifest and the split first
     model_dir = resolve_model_dir(str(model))
     try:
-        scorer = Scorer.load(model_dir)
+        scorer = load_scorer(model_dir)
     except (ArtifactError, OSError) as exc:
         raise UserError(f"cannot load the model in {model_dir}: {str(exc).splitlines()[0]}") from None
     log(f"scoring {len(frame)} rows of split {split!r} ({frame['task'].nunique()} tasks) with {model}")
@@ -89,7 +91,8 @@ def run_evaluation(model: str | Path, shards: str | Path, *, split: str = "test"
                       "manifest_digest": manifest_digest(shards)}
     report["settings"] = {"threshold": threshold, "bootstrap": bootstrap, "seed": seed, "ci_level": 0.95}
     report["complete"] = True
-    scored = pd.DataFrame({"task": tasks, "label": labels, "score": scores})
+    scored = pd.DataFrame({"example_id": frame["example_id"].to_numpy(dtype=object), "task": tasks, "label": labels,
+                           "score": scores})
     return Evaluation(report=report, scored=scored, scorer=scorer)
 
 
@@ -183,6 +186,8 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
     model_tasks = segments = None
     if model is None and info.get("method") == "mtl_lora" and Path(info["dir"]).is_dir():
         model = Scorer.load(info["dir"])
+    if isinstance(model, RoutedScorer):  # the structure plots are of one model's adapters
+        model = None
     if isinstance(model, Scorer):
         segments = {t.name: (t.markets, t.verticals) for t in model.task_map.tasks}
         model, model_tasks = model.model, model.task_names
@@ -198,6 +203,10 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
         mlflow.log_text(markdown_table(report), MARKDOWN_ARTIFACT)
         mlflow.log_dict(report, REPORT_ARTIFACT)
         _log_dataset(data)
+        if scored is not None:
+            with tempfile.TemporaryDirectory(prefix="adsrel-scores-") as tmp:
+                scored.to_parquet(Path(tmp) / SCORES_ARTIFACT, index=False)
+                mlflow.log_artifact(str(Path(tmp) / SCORES_ARTIFACT))
         with tempfile.TemporaryDirectory(prefix="adsrel-plots-") as tmp:
             kwargs = {}
             if scored is not None:

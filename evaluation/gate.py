@@ -21,6 +21,9 @@ Rules (``decide``), in order:
    task may lose more than ``max_task_auc_drop``. A tie (equal macro AUC, within 1e-9) keeps the
    champion: no churn without a gain. Tasks the champion does not know are checked against the
    floors only.
+
+That is the ``whole`` rollout: one verdict for the model. The ``per_segment`` rollout (the default)
+decides each segment on its own (evaluation/segment_gate.py).
 """
 
 from __future__ import annotations
@@ -35,10 +38,18 @@ from features.config_file import read_yaml_mapping, reject_unknown_keys
 from features.errors import UserError
 
 TIE_TOLERANCE = 1e-9
+ROLLOUTS = ("per_segment", "whole")
 
 
 @dataclass(frozen=True)
 class GatePolicy:
+    # per_segment: the candidate takes the segments it wins (evaluation/segment_gate.py); whole: all or none
+    rollout: str = "per_segment"
+    # per segment: the lower bound of the paired ROC AUC gain over the serving version must exceed this
+    min_delta_task_auc: float = 0.0
+    # the paired bootstrap of each segment's gain: resamples and the two-sided confidence of its interval
+    bootstrap_resamples: int = 1000
+    confidence: float = 0.95
     # the candidate's macro ROC AUC must beat the champion's by at least this much (and by more than a tie)
     min_delta_macro_auc: float = 0.0
     # no supported task may lose more ROC AUC than this against the champion
@@ -53,6 +64,10 @@ class GatePolicy:
 
     def __post_init__(self) -> None:
         checks = [
+            (self.rollout in ROLLOUTS, f"rollout must be one of {', '.join(ROLLOUTS)}, got {self.rollout!r}"),
+            (self.min_delta_task_auc >= 0, "min_delta_task_auc must be >= 0"),
+            (self.bootstrap_resamples >= 100, "bootstrap_resamples must be >= 100"),
+            (0.5 <= self.confidence < 1, "confidence must be in [0.5, 1)"),
             (self.min_delta_macro_auc >= 0, "min_delta_macro_auc must be >= 0"),
             (0 <= self.max_task_auc_drop <= 1, "max_task_auc_drop must be in [0, 1]"),
             (min(self.min_task_rows, self.min_task_positives, self.min_task_negatives) >= 1,
@@ -78,8 +93,8 @@ def load_policy(path: str | Path | None = None, **overrides: Any) -> GatePolicy:
     reject_unknown_keys(values, POLICY_FIELDS, "policy")
     for key, value in list(values.items()):
         kind = POLICY_FIELDS[key].type
-        if value is None and "None" in kind:
-            continue
+        if value is None and "None" in kind or kind == "str":
+            continue  # rollout: GatePolicy checks it
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"policy: {key} must be a number, got {value!r}")
         if kind == "int":
@@ -97,12 +112,16 @@ class Decision:
     reasons: list[str]
     per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
     macro: dict[str, Any] = field(default_factory=dict)
+    # per_segment rollout: each segment's verdict, and the version serving each segment after the decision
+    segments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    routing: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def _auc(entry: Mapping[str, Any] | None) -> float | None:
+def auc_of(entry: Mapping[str, Any] | None) -> float | None:
+    """A report entry's ROC AUC; None when absent or not computable."""
     if not entry:
         return None
     value = entry.get("roc_auc")
@@ -123,16 +142,16 @@ def too_few_rows(n: int, positives: int, negatives: int, policy: GatePolicy) -> 
     return ""
 
 
-def _support(entry: Mapping[str, Any], policy: GatePolicy) -> tuple[bool, str, dict[str, int]]:
+def support(entry: Mapping[str, Any], policy: GatePolicy) -> tuple[bool, str, dict[str, int]]:
     n = int(entry.get("n") or 0)
     positives = int(entry.get("positives") or 0)
     negatives = int(entry["negatives"]) if entry.get("negatives") is not None else n - positives
     counts = {"n": n, "positives": positives, "negatives": negatives}
-    why = too_few_rows(n, positives, negatives, policy) or ("no ROC AUC" if _auc(entry) is None else "")
+    why = too_few_rows(n, positives, negatives, policy) or ("no ROC AUC" if auc_of(entry) is None else "")
     return not why, why, counts
 
 
-def _mean(values: Iterable[float]) -> float | None:
+def mean(values: Iterable[float]) -> float | None:
     values = list(values)
     return sum(values) / len(values) if values else None
 
@@ -141,7 +160,7 @@ def _complete(report: Mapping[str, Any] | None) -> bool:
     return bool(report) and report.get("complete") is True and isinstance(report.get("tasks"), Mapping)
 
 
-def _why_not_judged(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | None,
+def why_not_judged(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | None,
                     expected: list[str]) -> str:
     """Why the reports cannot be judged at all (incomplete, a task missing, other data); "" when they can."""
     if not _complete(candidate):
@@ -164,9 +183,9 @@ def _why_not_judged(candidate: Mapping[str, Any] | None, champion: Mapping[str, 
 def _task_row(task: str, entry: Mapping[str, Any], champion: Mapping[str, Any] | None,
               policy: GatePolicy) -> tuple[dict[str, Any], list[str]]:
     """One task's row (support, ROC AUCs, status) and the reasons it blocks promotion (task floor, drop)."""
-    ok, why, counts = _support(entry, policy)
-    champ = _auc(champion["tasks"].get(task)) if champion is not None else None
-    cand = _auc(entry)
+    ok, why, counts = support(entry, policy)
+    champ = auc_of(champion["tasks"].get(task)) if champion is not None else None
+    cand = auc_of(entry)
     row: dict[str, Any] = {"candidate": cand, "champion": champ, **counts, "supported": ok, "status": "ok"}
     if champ is not None and cand is not None:
         row["delta"] = cand - champ
@@ -208,8 +227,8 @@ def _compare_macro(per_task: Mapping[str, dict[str, Any]], supported: list[str],
     common = [t for t in supported if per_task[t]["champion"] is not None]
     if not common:
         return {"delta": None}, ["no supported task in common with the champion: cannot compare"]
-    cand_common = _mean(per_task[t]["candidate"] for t in common)
-    champ_common = _mean(per_task[t]["champion"] for t in common)
+    cand_common = mean(per_task[t]["candidate"] for t in common)
+    champ_common = mean(per_task[t]["champion"] for t in common)
     delta = cand_common - champ_common
     macro = {"candidate_common": cand_common, "champion_common": champ_common, "delta": delta,
              "common_tasks": common}
@@ -232,7 +251,7 @@ def _why_promoted(macro: Mapping[str, Any], first_model: bool, policy: GatePolic
 def decide(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | None, policy: GatePolicy,
            expected_tasks: Iterable[str]) -> Decision:
     """Whether ``candidate`` replaces ``champion`` (None: there is no champion yet); see the module doc."""
-    why_not = _why_not_judged(candidate, champion, sorted(expected_tasks))
+    why_not = why_not_judged(candidate, champion, sorted(expected_tasks))
     if why_not:
         return Decision(False, [why_not])
     per_task, supported, task_reasons = _task_rows(candidate["tasks"], champion, policy)
@@ -242,7 +261,7 @@ def decide(candidate: Mapping[str, Any] | None, champion: Mapping[str, Any] | No
                                 f"{policy.min_task_negatives})"], per_task)
 
     # reasons: macro first (the short reason is the first), then per task
-    macro: dict[str, Any] = {"candidate": _mean(per_task[t]["candidate"] for t in supported), "tasks": supported}
+    macro: dict[str, Any] = {"candidate": mean(per_task[t]["candidate"] for t in supported), "tasks": supported}
     reasons: list[str] = []
     if macro["candidate"] < policy.macro_floor:
         reasons.append(f"macro ROC AUC {macro['candidate']:.4f} < floor {policy.macro_floor}")

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from evaluation.gate import Decision, GatePolicy, decide
 from evaluation.registry import (
     CHALLENGER,
@@ -47,11 +49,14 @@ from evaluation.registry import (
     registered_version,
     resolve_model_dir,
 )
-from evaluation.tracking import EVAL_IDENTITY_TAGS, MODEL_DIGEST_TAG, REPORT_ARTIFACT
+from evaluation.routed_version import register_routed
+from evaluation.segment_gate import decide_segments, paired_scores
+from evaluation.tracking import EVAL_IDENTITY_TAGS, MODEL_DIGEST_TAG, REPORT_ARTIFACT, SCORES_ARTIFACT
 from evaluation.tracking import experiment_id as mlflow_experiment_id
 from features.errors import UserError
 from features.shards import MANIFEST, TEXT_COLUMNS, manifest_digest, read_manifest, read_table, split_files
 from models.artifact import ArtifactError, model_digest, read_metadata
+from models.routing import is_routed, serving
 
 GATE_TAGS = ("adsrel.gate.decision", "adsrel.gate.reason", "adsrel.gate.champion_version",
              "adsrel.gate.manifest_digest")
@@ -87,8 +92,9 @@ class Version:
 
 @dataclass
 class PromotionResult:
-    status: str  # promoted, kept, already_champion
+    status: str  # promoted, routed (a routed version is champion), kept, already_champion
     decision: Decision
+    routing_before: dict[str, str] | None
     candidate: Version
     champion_before: str | None
     champion_after: str | None
@@ -96,6 +102,7 @@ class PromotionResult:
     policy: GatePolicy
     evaluation_runs: dict[str, str | None] = field(default_factory=dict)
     reports: dict[str, dict | None] = field(default_factory=dict)
+    routed: dict[str, Any] | None = None  # the routed version made: version, digest, registered_now
 
     @property
     def exit_code(self) -> int:
@@ -112,6 +119,11 @@ class PromotionResult:
             "champion_after": self.champion_after,
             "macro": self.decision.macro,
             "per_task": self.decision.per_task,
+            "rollout": self.policy.rollout,
+            "segments": self.decision.segments,
+            "routing_before": self.routing_before,
+            "routing_after": self.decision.routing or None,
+            "routed": self.routed,
             "data": self.data,
             "policy": self.policy.to_dict(),
             "evaluation_runs": self.evaluation_runs,
@@ -185,9 +197,11 @@ def resolve_candidate(candidate: str, client, example: Callable[[Path], Any] | N
     return Version(str(ref.version), model_dir, digest, registered_now=True)
 
 
-def _cached_report(client, experiment_id: str, digest: str, data_digest: str, split: str):
-    """The report of a finished evaluation run of the same model digest, manifest digest and split."""
+def _cached_report(client, experiment_id: str, digest: str, data_digest: str, split: str, need_scores: bool):
+    """The report of a finished evaluation run of the same model digest, manifest digest and split, its
+    run id and (``need_scores``: a run without them is no cache entry) its per-row scores."""
     import mlflow
+    import pandas as pd
 
     values = {"stage": "evaluate", **dict(zip(EVAL_IDENTITY_TAGS, (digest, data_digest, split), strict=True))}
     filters = " and ".join(f"tags.`{k}` = '{v}'" for k, v in values.items())
@@ -198,8 +212,16 @@ def _cached_report(client, experiment_id: str, digest: str, data_digest: str, sp
             report = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{REPORT_ARTIFACT}")
         except Exception:  # noqa: BLE001 - a run without a readable report is not a cache entry
             continue
-        if isinstance(report, dict) and report.get("complete") is True:
-            return report, run.info.run_id
+        if not (isinstance(report, dict) and report.get("complete") is True):
+            continue
+        scored = None
+        if need_scores:
+            try:
+                scored = pd.read_parquet(mlflow.artifacts.download_artifacts(
+                    f"runs:/{run.info.run_id}/{SCORES_ARTIFACT}"))
+            except Exception:  # noqa: BLE001 - an evaluation logged before scores were kept
+                continue
+        return report, run.info.run_id, scored
     return None
 
 
@@ -234,8 +256,8 @@ def _known_tasks_view(shards: Path, split: str, known: set[str]):
 
 
 def _evaluate(client, experiment_id: str, evaluate: Evaluator, version: Version, shards: Path,
-              data_digest: str, split: str, role: str) -> _Evaluated:
-    cached = _cached_report(client, experiment_id, version.digest, data_digest, split)
+              data_digest: str, split: str, role: str, need_scores: bool) -> _Evaluated:
+    cached = _cached_report(client, experiment_id, version.digest, data_digest, split, need_scores)
     if cached is not None:
         return _Evaluated(*cached)
     known = {t["name"] for t in read_metadata(version.model_dir).get("tasks") or []}
@@ -252,6 +274,9 @@ def _evaluate(client, experiment_id: str, evaluate: Evaluator, version: Version,
                               else (result, None, None))
     if not isinstance(report, dict) or report.get("complete") is not True:
         raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) is incomplete")
+    if need_scores and scored is None:
+        raise EvaluationFailed(f"evaluation of the {role} (version {version.version}) returned no per-row scores: "
+                               "the per-segment rollout pairs them")
     if not_evaluated and isinstance(report.get("data"), dict):
         report["data"].update(shards=str(shards.resolve()), tasks_not_evaluated=not_evaluated)
     digest = (report.get("model") or {}).get("digest")
@@ -299,26 +324,58 @@ def _split_data(shards: Path, split: str, report_path: str | Path | None) -> dic
             "tasks": expected}
 
 
-def _evaluate_both(client, experiment_id: str, evaluate: Evaluator, version: Version, champion_version: str | None,
-                   shards: Path, data: dict[str, Any]) -> tuple[_Evaluated, _Evaluated | None]:
+def _evaluate_both(client, experiment_id: str, evaluate: Evaluator, version: Version, champion: Version | None,
+                   shards: Path, data: dict[str, Any], need_scores: bool) -> tuple[_Evaluated, _Evaluated | None]:
     """The candidate's evaluation, then the champion's (None: no champion, or the candidate is the champion)."""
     def evaluated(model: Version, role: str) -> _Evaluated:
-        return _evaluate(client, experiment_id, evaluate, model, shards, data["manifest_digest"], data["split"], role)
+        return _evaluate(client, experiment_id, evaluate, model, shards, data["manifest_digest"], data["split"], role,
+                         need_scores)
 
     candidate_eval = evaluated(version, "candidate")
-    if champion_version is None or champion_version == version.version:
+    if champion is None or champion.version == version.version:
         return candidate_eval, None
-    return candidate_eval, evaluated(_registered(client, champion_version), "champion")
+    return candidate_eval, evaluated(champion, "champion")
 
 
 def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version: Version,
-          champion_version: str | None, policy: GatePolicy, expected: list[str]) -> tuple[str, Decision]:
-    """The promotion status (promoted, kept or already_champion) and the gate's decision."""
-    decision = decide(candidate_eval.report, champion_eval.report if champion_eval else None, policy, expected)
-    if champion_version == version.version:
+          champion: Version | None, policy: GatePolicy, expected: list[str]) -> tuple[str, Decision]:
+    """The promotion status (promoted, routed, kept or already_champion) and the gate's decision, in the
+    policy's rollout."""
+    champion_report = champion_eval.report if champion_eval else None
+    if policy.rollout == "whole":
+        decision = decide(candidate_eval.report, champion_report, policy, expected)
+    else:
+        decision = _decide_segments(candidate_eval, champion_eval, version, champion, policy, expected)
+    if champion is not None and champion.version == version.version:
         return "already_champion", Decision(True, [f"version {version.version} is already the champion"],
-                                            decision.per_task, decision.macro)
-    return ("promoted" if decision.promote else "kept"), decision
+                                            decision.per_task, decision.macro, decision.segments,
+                                            decision.routing)
+    if not decision.promote:
+        return "kept", decision
+    routes_all = all(v == version.version for v in decision.routing.values())
+    return ("promoted" if policy.rollout == "whole" or routes_all else "routed"), decision
+
+
+def _decide_segments(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version: Version,
+                     champion: Version | None, policy: GatePolicy, expected: list[str]) -> Decision:
+    """The per-segment decision, its routing over the candidate's task map: a segment of it without test
+    rows keeps its version (the candidate's, if none serves it); one only the champion knows is dropped."""
+    if is_routed(read_metadata(version.model_dir)):
+        raise UserError(f"version {version.version} is a routed version: the per-segment rollout takes a trained "
+                        "model as candidate (roll back by moving the alias instead)")
+    before = serving(champion.model_dir, champion.version) if champion is not None else {}
+    paired = pd.DataFrame(columns=["task", "label", "candidate", "serving"])
+    if champion_eval is not None:
+        try:
+            paired = paired_scores(candidate_eval.scored, champion_eval.scored)
+        except ValueError as exc:
+            raise EvaluationFailed(f"cannot pair the candidate's and the champion's scores: {exc}") from None
+    decision = decide_segments(candidate_eval.report, champion_eval.report if champion_eval else None, policy,
+                               expected, candidate_version=version.version, serving=before, paired=paired)
+    if decision.promote:
+        tasks = [t["name"] for t in read_metadata(version.model_dir).get("tasks") or []]
+        decision.routing = {t: decision.routing.get(t, version.version) for t in tasks}
+    return decision
 
 
 def _log_evaluations(candidate_eval: _Evaluated, champion_eval: _Evaluated | None) -> dict[str, str | None]:
@@ -331,9 +388,10 @@ def _log_evaluations(candidate_eval: _Evaluated, champion_eval: _Evaluated | Non
 
 
 def _move_aliases(client, version: Version, champion_version: str | None, status: str, decision: Decision,
-                  data_digest: str) -> None:
-    """Alias challenger (and champion when promoted) and the gate tags on the candidate, unless the
-    champion moved since it was read (:class:`ChampionMoved`)."""
+                  data_digest: str, champion_after: str | None) -> None:
+    """Alias challenger on the candidate, champion on ``champion_after`` (the candidate or the routed
+    version) when it changes, and the gate tags on both, unless the champion moved since it was read
+    (:class:`ChampionMoved`)."""
     # both evaluations succeeded: from here on the registry changes, unless the decision is stale.
     # MLflow has no lock: this narrows the race between two promotions to the alias updates below.
     now = _alias_version(client, CHAMPION)
@@ -342,13 +400,27 @@ def _move_aliases(client, version: Version, champion_version: str | None, status
                             f"while version {version.version} was evaluated: nothing was promoted; run it again "
                             "to compare with the new champion")
     client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version.version)
-    if status == "promoted":
-        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version.version)
+    if status in ("promoted", "routed"):
+        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, champion_after)
     if status != "already_champion":  # the tags of the decision that made it champion stay
         values = (status, decision.reasons[0][:250] if decision.reasons else "", champion_version or "none",
                   data_digest)
-        for key, value in zip(GATE_TAGS, values, strict=True):
-            client.set_model_version_tag(REGISTERED_MODEL, version.version, key, value)
+        for target in dict.fromkeys((version.version, champion_after if status == "routed" else version.version)):
+            for key, value in zip(GATE_TAGS, values, strict=True):
+                client.set_model_version_tag(REGISTERED_MODEL, target, key, value)
+
+
+def _routed_champion(client, decision: Decision, version: Version, champion: Version | None, data: dict[str, Any],
+                     shards: Path) -> dict[str, Any]:
+    """The routed version serving ``decision.routing`` (registered unless one has the same digest)."""
+    made_of = {version.version: version.model_dir}
+    if champion is not None:
+        made_of[champion.version] = champion.model_dir
+    routed, digest, now = register_routed(
+        client, decision.routing, made_of, task_map_of=version.version, data=data, segments=decision.segments,
+        find_version=lambda d: next(iter(_versions_with_digest(client, d)), None),
+        example=lambda model_dir: input_example(model_dir, shards, data["split"]))
+    return {"version": routed, "digest": digest, "registered_now": now}
 
 
 def _record_decision(client, result: PromotionResult, run_id: str, report_path: str | Path | None) -> None:
@@ -374,16 +446,21 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
     experiment_id = mlflow_experiment_id()
     version = resolve_candidate(candidate, client, lambda model_dir: input_example(model_dir, shards, split))
     champion_version = _alias_version(client, CHAMPION)
+    champion = _registered(client, champion_version) if champion_version else None
 
-    candidate_eval, champion_eval = _evaluate_both(client, experiment_id, evaluate, version, champion_version,
-                                                   shards, data)
-    status, decision = _gate(candidate_eval, champion_eval, version, champion_version, policy, data["tasks"])
+    candidate_eval, champion_eval = _evaluate_both(client, experiment_id, evaluate, version, champion, shards, data,
+                                                   need_scores=policy.rollout == "per_segment")
+    status, decision = _gate(candidate_eval, champion_eval, version, champion, policy, data["tasks"])
     runs = _log_evaluations(candidate_eval, champion_eval)
     reports = {"candidate": candidate_eval.report, "champion": champion_eval.report if champion_eval else None}
 
-    _move_aliases(client, version, champion_version, status, decision, data["manifest_digest"])
-    champion_after = version.version if status == "promoted" else champion_version
-    result = PromotionResult(status, decision, version, champion_version, champion_after, data, policy, runs,
-                             reports)
+    routed = _routed_champion(client, decision, version, champion, data, shards) if status == "routed" else None
+    champion_after = {"promoted": version.version, "routed": routed and routed["version"]}.get(status,
+                                                                                                champion_version)
+    _move_aliases(client, version, champion_version, status, decision, data["manifest_digest"], champion_after)
+    result = PromotionResult(
+        status=status, decision=decision, routing_before=serving(champion.model_dir, champion.version) if champion
+        else None, candidate=version, champion_before=champion_version, champion_after=champion_after, data=data,
+        policy=policy, evaluation_runs=runs, reports=reports, routed=routed)
     _record_decision(client, result, runs["candidate"], report_path)
     return result

@@ -24,6 +24,8 @@ EVAL_IDENTITY_TAGS = (MODEL_DIGEST_TAG, MANIFEST_DIGEST_TAG, SPLIT_TAG)
 REPORT_ARTIFACT = "evaluation_report.json"
 TABLE_ARTIFACT = "evaluation_table.json"
 MARKDOWN_ARTIFACT = "evaluation_table.md"
+# each evaluated row's example_id, task, label and score: what the per-segment gate pairs two models on
+SCORES_ARTIFACT = "evaluation_scores.parquet"
 PLOTS_DIR = "plots"
 
 

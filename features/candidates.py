@@ -29,14 +29,17 @@ REASONS = ("malformed_record", "missing_query", "missing_ad_id", "no_ad_text", "
            "missing_vertical", "unmapped")
 LOCALE = re.compile(LOCALE_PATTERN)
 # A scored row, in order (docs/architecture.md, "Batch scoring output"): every engine writes this schema.
+# source_version: the version whose parameters scored the row (a routed model's source, else the model's
+# own); shadow_score and shadow_version: the --shadow model's score and version (null without one).
 SCORE_SCHEMA = pa.schema([
     ("candidate_id", pa.string()), ("query", pa.string()), ("ad_id", pa.string()), ("market", pa.string()),
-    ("vertical", pa.string()), ("task", pa.string()), ("score", pa.float64()), ("model_name", pa.string()),
-    ("model_version", pa.string()), ("model_digest", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC")),
+    ("vertical", pa.string()), ("task", pa.string()), ("score", pa.float64()), ("source_version", pa.string()),
+    ("shadow_score", pa.float64()), ("model_name", pa.string()), ("model_version", pa.string()),
+    ("model_digest", pa.string()), ("shadow_version", pa.string()), ("scored_at", pa.timestamp("us", tz="UTC")),
 ])
 SCORE_COLUMNS = tuple(SCORE_SCHEMA.names)
-# The same for every row of a run: the model that scored it, and when.
-RUN_COLUMNS = ("model_name", "model_version", "model_digest", "scored_at")
+# The same for every row of a run: the models that scored it, and when.
+RUN_COLUMNS = ("model_name", "model_version", "model_digest", "shadow_version", "scored_at")
 # What is computed per row: the checked candidate's columns and its score.
 ROW_SCHEMA = pa.schema([f for f in SCORE_SCHEMA if f.name not in RUN_COLUMNS])
 
@@ -122,10 +125,15 @@ def rejected_rows(table: pa.Table, checked: pa.Table) -> pa.Table:
     return as_read(table).filter(mask).append_column("reason", checked["reason"].filter(mask))
 
 
-def scored_rows(accepted: pa.Table, scores: Sequence[float]) -> pa.Table:
-    """The accepted rows of :func:`check_candidates` with their scores, as :data:`ROW_SCHEMA`."""
-    columns = [accepted[f.name] for f in ROW_SCHEMA if f.name != "score"]
-    return pa.Table.from_arrays([*columns, pa.array(scores, pa.float64())], schema=ROW_SCHEMA)
+def scored_rows(accepted: pa.Table, scores: Sequence[float], source_versions: Sequence[str | None],
+                shadow_scores: Sequence[float | None] | None = None) -> pa.Table:
+    """The accepted rows of :func:`check_candidates` with their scores, as :data:`ROW_SCHEMA`
+    (``shadow_scores``: None without a shadow model, a null where the shadow could not score a row)."""
+    computed = {"score": pa.array(scores, pa.float64()), "source_version": pa.array(source_versions, pa.string()),
+                "shadow_score": pa.array(shadow_scores if shadow_scores is not None else [None] * accepted.num_rows,
+                                         pa.float64(), from_pandas=True)}
+    columns = [computed[f.name] if f.name in computed else accepted[f.name] for f in ROW_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=ROW_SCHEMA)
 
 
 def with_model_columns(rows: pa.Table, model: dict[str, object]) -> pa.Table:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from safetensors.torch import load_file, save_file
+from torch import nn
 
 from features.task_map import TaskMap, parse_task_map
 from models.backbone import fingerprint, load_backbone
@@ -73,6 +74,17 @@ def stored_task_map(meta: dict[str, Any]) -> TaskMap:
     return parse_task_map({"tasks": tasks, "unmapped": meta.get("unmapped") or "quarantine"})
 
 
+def check_weights(directory: str | Path) -> None:
+    """Raise ArtifactError unless adapter.safetensors opens (its header only is read: cheap)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(Path(directory) / WEIGHTS_FILE), framework="pt") as weights:
+            weights.keys()
+    except Exception as exc:  # noqa: BLE001 - missing, truncated or not safetensors at all
+        raise ArtifactError(f"{Path(directory) / WEIGHTS_FILE} cannot be read: {str(exc).splitlines()[0]}") from None
+
+
 def model_digest(directory: str | Path) -> str:
     """sha256 of adsrel_model.json and adapter.safetensors, in that order: the identity of a trained
     model (the same files registered twice are the same model; evaluation reports and batch scores
@@ -85,15 +97,18 @@ def model_digest(directory: str | Path) -> str:
     return "sha256:" + digest.hexdigest()
 
 
-def load_model(directory: str | Path, *, backbone: str | None = None) -> RelevanceModel:
+def load_model(directory: str | Path, *, backbone: str | None = None, base: nn.Module | None = None
+               ) -> RelevanceModel:
     """Rebuild the model saved in ``directory``; ``backbone`` overrides the stored base reference
-    (e.g. the same weights at another path). A base model whose fingerprint or shapes differ from the
-    one trained on is refused with a clear message."""
+    (e.g. the same weights at another path), ``base`` is the backbone itself, already loaded (adapters
+    are injected into it). A base model whose fingerprint or shapes differ from the one trained on is
+    refused with a clear message."""
     meta = read_metadata(directory)
     config = RelevanceModelConfig.from_dict(meta["model"])
     if backbone is not None:
         config.backbone = backbone
-    base = load_backbone(config.backbone)
+    if base is None:
+        base = load_backbone(config.backbone)
     expected = meta["base_model"]["fingerprint"]
     found = fingerprint(base)
     if found != expected:

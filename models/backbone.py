@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import inspect
+import itertools
 import os
 import warnings
 from collections.abc import Iterator
@@ -108,3 +110,10 @@ def fingerprint(model: nn.Module, sample: int = 1024) -> str:
         head = tensor.detach().reshape(-1)[:sample].to(torch.float32).cpu().contiguous()
         digest.update(head.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def shared_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model``'s modules that holds the very same parameter and buffer tensors: adapters
+    injected into the copy leave ``model`` as it is, while the frozen weights exist once in memory."""
+    memo = {id(t): t for t in itertools.chain(model.parameters(), model.buffers())}
+    return copy.deepcopy(model, memo)

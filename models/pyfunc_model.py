@@ -30,9 +30,9 @@ class BadRequest(MlflowException):
 
 class AdsRelevanceModel(PythonModel):
     def load_context(self, context: PythonModelContext) -> None:
-        from models.scoring import Scorer
+        from models.routing import load_scorer
 
-        self.scorer = Scorer.load(context.artifacts[ARTIFACT_KEY])
+        self.scorer = load_scorer(context.artifacts[ARTIFACT_KEY])
 
     def predict(self, context: PythonModelContext, model_input: pd.DataFrame,
                 params: dict | None = None) -> pd.DataFrame:

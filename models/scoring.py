@@ -10,6 +10,7 @@ batches of similar length cut to a token budget (little padding, large matrix pr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pyarrow as pa
 import torch
 
 from features.candidates import CANDIDATE_COLUMNS, REQUIRED_COLUMNS, check_candidates
+from features.task_map import TaskMap
 from features.text import normalise_pair_columns
 from features.tokenize import PairEncoder
 from models.artifact import TOKENIZER_DIR, ArtifactError, load_model, read_metadata, stored_task_map
@@ -45,37 +47,29 @@ def length_batches(lengths: np.ndarray, rows: np.ndarray, *, tokens: int, max_ro
     return batches
 
 
-class Scorer:
-    """``Scorer.load(model_dir).predict(frame)`` -> relevance probabilities in [0, 1].
+def normalised_texts(frame: pd.DataFrame) -> dict[str, list[str]]:
+    """The pair text columns of ``frame`` as prepare normalises them (absent or null parts empty)."""
+    columns = {}
+    for name in TEXT_COLUMNS:
+        values = frame[name] if name in frame.columns else pd.Series([None] * len(frame), dtype=object)
+        columns[name] = pa.array(values.astype(object).where(values.notna(), None).tolist(), pa.string())
+    return {name: [v or "" for v in values.to_pylist()] for name, values in normalise_pair_columns(columns).items()}
 
-    ``frame`` has query, ad_title, ad_description, display_url (raw or normalised: the same score)
-    and the task as ``task`` (name), ``task_id``, or ``market`` + ``vertical`` (mapped through the
-    task map stored in the artifact).
-    """
 
-    def __init__(self, model: torch.nn.Module, tokenizer: Any, meta: dict[str, Any], *, batch_tokens: int = 8192,
-                 max_batch: int = 256) -> None:
-        self.model = model.eval()
-        self.meta = meta
-        self.batch_tokens, self.max_batch = batch_tokens, max_batch
-        self.task_map = stored_task_map(meta)
-        self.task_names = [t.name for t in self.task_map.tasks]
-        self.encoder = PairEncoder(tokenizer, int(meta.get("max_length") or DEFAULT_MAX_LENGTH),
-                                   segment=bool(meta.get("segment_in_text")))
-        self.mergeable = bool(getattr(model, "encoder", None) is not None and model.encoder.layers)
+class CandidateScoring:
+    """Routing rows to tasks and scoring candidate rows as batch scoring does, for any scorer with a
+    ``task_map``, ``task_names`` and ``predict``: a plain model's :class:`Scorer`, or a routed one
+    (models/routing.py)."""
 
-    @classmethod
-    def load(cls, model_dir: str | Path, *, backbone: str | None = None, **kwargs: Any) -> Scorer:
-        """The scorer of the artifact in ``model_dir``; ``backbone`` overrides where its frozen base
-        model is loaded from (the same weights elsewhere: fingerprint-checked)."""
-        from transformers import AutoTokenizer
+    task_map: TaskMap
+    task_names: list[str]
 
-        meta = read_metadata(model_dir)
-        tokenizer_dir = Path(model_dir) / TOKENIZER_DIR
-        if not tokenizer_dir.is_dir():
-            raise ArtifactError(f"{model_dir} has no {TOKENIZER_DIR}/")
-        return cls(load_model(model_dir, backbone=backbone), AutoTokenizer.from_pretrained(str(tokenizer_dir)), meta,
-                   **kwargs)
+    def predict(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
+        raise NotImplementedError
+
+    def source_versions(self, tasks: Sequence[str]) -> list[str | None] | None:
+        """The registered version whose parameters score each task's rows; None: this model's own."""
+        return None
 
     def task_ids(self, frame: pd.DataFrame) -> np.ndarray:
         """Each row's task id, from ``task``, ``task_id`` or ``market`` + ``vertical``, the first given
@@ -103,18 +97,6 @@ class Scorer:
             return np.array([t.id for t in tasks], dtype=np.int64)
         raise ValueError("frame needs a task, task_id, or market and vertical column")
 
-    def texts(self, frame: pd.DataFrame) -> dict[str, list]:
-        """The pair text columns of ``frame`` as prepare normalises them (absent or null parts empty)."""
-        columns = {}
-        for name in TEXT_COLUMNS:
-            values = frame[name] if name in frame.columns else pd.Series([None] * len(frame), dtype=object)
-            columns[name] = pa.array(values.astype(object).where(values.notna(), None).tolist(), pa.string())
-        normalised = normalise_pair_columns(columns)
-        out = {name: [v or "" for v in values.to_pylist()] for name, values in normalised.items()}
-        if self.encoder.segment:
-            out.update(market=list(frame["market"]), vertical=list(frame["vertical"]))
-        return out
-
     def score_candidates(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Scores of candidate rows checked as batch scoring checks them (features.candidates): a row
         that cannot be scored gets a null ``score`` and its reason in ``rejected``; never a made-up
@@ -137,7 +119,7 @@ class Scorer:
 
     def _score_named(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Rows routed by their task name: their text checked as batch scoring checks it."""
-        texts = self.texts(frame)
+        texts = normalised_texts(frame)
         known = frame["task"].isin(self.task_names).to_numpy()
         rejected = np.array(["unmapped" if not k else "missing_query" if not q else "no_ad_text" if not (t or d)
                              else None for k, q, t, d in zip(known, texts["query"], texts["ad_title"],
@@ -157,6 +139,49 @@ class Scorer:
         if ok.any():  # every accepted row has its task by name now
             scores[ok] = self.predict(frame[ok])
         return scores, rejected
+
+
+class Scorer(CandidateScoring):
+    """``Scorer.load(model_dir).predict(frame)`` -> relevance probabilities in [0, 1].
+
+    ``frame`` has query, ad_title, ad_description, display_url (raw or normalised: the same score)
+    and the task as ``task`` (name), ``task_id``, or ``market`` + ``vertical`` (mapped through the
+    task map stored in the artifact).
+    """
+
+    def __init__(self, model: torch.nn.Module, tokenizer: Any, meta: dict[str, Any], *, batch_tokens: int = 8192,
+                 max_batch: int = 256) -> None:
+        self.model = model.eval()
+        self.meta = meta
+        self.batch_tokens, self.max_batch = batch_tokens, max_batch
+        self.task_map = stored_task_map(meta)
+        self.task_names = [t.name for t in self.task_map.tasks]
+        self.encoder = PairEncoder(tokenizer, int(meta.get("max_length") or DEFAULT_MAX_LENGTH),
+                                   segment=bool(meta.get("segment_in_text")))
+        self.mergeable = bool(getattr(model, "encoder", None) is not None and model.encoder.layers)
+
+    @classmethod
+    def load(cls, model_dir: str | Path, *, backbone: str | None = None, base: torch.nn.Module | None = None,
+             tokenizer: Any = None, **kwargs: Any) -> Scorer:
+        """The scorer of the (plain) artifact in ``model_dir``; ``backbone`` overrides where its frozen
+        base model is loaded from (the same weights elsewhere: fingerprint-checked), ``base`` and
+        ``tokenizer`` are given already loaded (models/routing.py shares them between sources)."""
+        from transformers import AutoTokenizer
+
+        meta = read_metadata(model_dir)
+        if tokenizer is None:
+            tokenizer_dir = Path(model_dir) / TOKENIZER_DIR
+            if not tokenizer_dir.is_dir():
+                raise ArtifactError(f"{model_dir} has no {TOKENIZER_DIR}/")
+            tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        return cls(load_model(model_dir, backbone=backbone, base=base), tokenizer, meta, **kwargs)
+
+    def texts(self, frame: pd.DataFrame) -> dict[str, list]:
+        """The pair text columns of ``frame`` as prepare normalises them (absent or null parts empty)."""
+        out = normalised_texts(frame)
+        if self.encoder.segment:
+            out.update(market=list(frame["market"]), vertical=list(frame["vertical"]))
+        return out
 
     def logits(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
         """Raw logits of every row; ``merge`` folds each large task group's update into the weights."""

@@ -35,11 +35,12 @@ def pooled_features(model_dir: Path, frame) -> np.ndarray:
     return captured[0].float().numpy()
 
 
-def fitted_artifact(directory: Path, shards: Path, tasks, quality: float | dict = 1.0, *, seed: int = 0) -> Path:
+def fitted_artifact(directory: Path, shards: Path, tasks, quality: float | dict = 1.0, *, seed: int = 0,
+                    method: str = "mtl_lora", backbone_seed: int = 0) -> Path:
     from sklearn.linear_model import LogisticRegression
 
     directory = Path(directory)
-    tiny_artifact(directory, tasks, seed=0)  # one backbone for all: only the heads differ
+    tiny_artifact(directory, tasks, seed=backbone_seed, method=method)  # one backbone for all: the heads differ
     frame = read_split(shards, "train")
     frame = frame[frame["task"].isin(tasks)].reset_index(drop=True)
     features = pooled_features(directory, frame)

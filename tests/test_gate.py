@@ -151,3 +151,76 @@ def test_load_policy_overrides_and_one_line_errors(tmp_path):
         assert "\n" not in str(err.value)
     with pytest.raises(UserError, match="policy not found"):
         load_policy(tmp_path / "missing.yaml")
+
+
+# --- the per-segment rollout (evaluation/segment_gate.py) ----------------------------------------
+
+
+def paired_rows(gains: dict, n: int = 500, seed: int = 0):
+    """Test rows of each task scored by the serving version and by the candidate, whose scores are
+    less noisy by ``gains[task]`` (0: the same scores)."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    frames = []
+    for task, gain in gains.items():
+        label = rng.integers(0, 2, n)
+        serving = label + rng.normal(0, 2.0, n)
+        candidate = serving if gain == 0 else label + rng.normal(0, 2.0 * (1 - gain) + 0.1, n)
+        frames.append(pd.DataFrame({"task": task, "label": label, "candidate": candidate, "serving": serving}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["task", "label", "candidate",
+                                                                                     "serving"])
+
+
+def segments(candidate_aucs, serving_aucs, gains, *, serving=None, policy=None, support=None):
+    from evaluation.segment_gate import decide_segments
+
+    serving = {t: "1" for t in serving_aucs} if serving is None else serving
+    return decide_segments(report(candidate_aucs, support=support), report(serving_aucs) if serving else None,
+                           policy or POLICY, TASKS, candidate_version="2", serving=serving,
+                           paired=paired_rows(gains))
+
+
+def test_per_segment_the_candidate_takes_what_it_wins_and_the_rest_keeps_its_version():
+    decision = segments({"a": 0.8, "b": 0.7, "c": 0.6}, {"a": 0.7, "b": 0.7, "c": 0.65},
+                        {"a": 0.9, "b": 0.0, "c": 0.0})
+    assert decision.promote and decision.routing == {"a": "2", "b": "1", "c": "1"}
+    a, b = decision.segments["a"], decision.segments["b"]
+    assert a["takes"] and a["gain_low"] > 0 and a["gain_low"] <= a["gain"] <= a["gain_high"]
+    assert not b["takes"] and b["reason"].endswith("lower bound not above 0.0") and b["gain"] == 0
+    assert decision.reasons[0].startswith("takes 1 of 3 segments (a)")
+    # a required gain the interval does not clear keeps it too
+    stricter = GatePolicy(min_delta_task_auc=0.5)
+    assert not segments({"a": 0.8, "b": 0.7, "c": 0.6}, {"a": 0.7, "b": 0.7, "c": 0.65},
+                        {"a": 0.9, "b": 0.0, "c": 0.0}, policy=stricter).promote
+
+
+def test_per_segment_too_few_rows_keep_their_version_and_a_new_segment_goes_to_the_candidate():
+    decision = segments({"a": 0.9, "b": 0.7, "c": 0.6}, {"a": 0.7, "b": 0.7}, {"a": 0.9, "b": 0.0},
+                        serving={"a": "1", "b": "1"}, support={"a": (50, 10)})
+    assert decision.segments["a"]["reason"].startswith("too few rows") and not decision.segments["a"]["takes"]
+    assert decision.segments["c"]["takes"] and decision.segments["c"]["reason"] == "no version serves it yet"
+    assert decision.routing == {"a": "1", "b": "1", "c": "2"}
+
+
+def test_per_segment_floors_hold():
+    # below the macro floor: nothing taken
+    low = segments({"a": 0.5, "b": 0.5, "c": 0.52}, {"a": 0.5, "b": 0.5, "c": 0.5}, {"a": 0.9, "b": 0.9, "c": 0.9})
+    assert not low.promote and low.reasons[0].startswith("macro ROC AUC") and low.routing == dict.fromkeys(TASKS, "1")
+    # below the task floor on a segment nothing else can serve: nothing changes
+    policy = GatePolicy(task_floor=0.65)
+    stranded = segments({"a": 0.9, "b": 0.9, "c": 0.6}, {"a": 0.7, "b": 0.7}, {"a": 0.9, "b": 0.9},
+                        serving={"a": "1", "b": "1"}, policy=policy)
+    assert not stranded.promote and stranded.reasons[0].startswith("no version can serve c")
+    # no champion at all: every segment goes to the candidate (a first model)
+    first = segments({"a": 0.8, "b": 0.7, "c": 0.6}, {}, {}, serving={})
+    assert first.promote and first.routing == dict.fromkeys(TASKS, "2")
+
+
+def test_a_policy_s_rollout_is_checked():
+    assert load_policy(None, rollout="whole").rollout == "whole"
+    with pytest.raises(UserError, match="rollout must be one of per_segment, whole"):
+        load_policy(None, rollout="by_market")
+    with pytest.raises(UserError, match="bootstrap_resamples must be >= 100"):
+        load_policy(None, bootstrap_resamples=10)

@@ -21,8 +21,9 @@ from tests.shard_data import write_shards
 
 TASKS = ("a", "b", "c")
 # the tiny test split has 50-80 rows per task
-POLICY = GatePolicy(min_task_rows=20, min_task_positives=5, min_task_negatives=5)
-POLICY_YAML = "min_task_rows: 20\nmin_task_positives: 5\nmin_task_negatives: 5\n"
+# the whole rollout here (one verdict for the model); the per-segment one: tests/test_rollout.py
+POLICY = GatePolicy(rollout="whole", min_task_rows=20, min_task_positives=5, min_task_negatives=5)
+POLICY_YAML = "rollout: whole\nmin_task_rows: 20\nmin_task_positives: 5\nmin_task_negatives: 5\n"
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,6 @@ from features.candidates import (
     SCORE_SCHEMA,
     check_candidates,
     rejected_rows,
-    scored_rows,
     with_model_columns,
 )
 from features.progress import Progress
@@ -28,6 +27,7 @@ from features.staged_output import StagedOutput
 from pipelines.data.inputs import count_input_rows, read_arrow_batches
 from pipelines.scoring.model import ResolvedModel
 from pipelines.scoring.output import Counts, peak_rss_mib
+from pipelines.scoring.rows import score_rows
 
 ROWS_PER_FILE = 1_000_000
 
@@ -72,13 +72,14 @@ class _Writers:
 
 
 def score_locally(resolved: ResolvedModel, candidates: list[str], out: StagedOutput, *, scored_at: datetime,
-                  batch_rows: int = 4096, started: float | None = None) -> Counts:
+                  batch_rows: int = 4096, started: float | None = None, shadow: ResolvedModel | None = None) -> Counts:
     """``started``: the run's ``time.perf_counter()`` start, so that the progress rate counts what the
     summary counts (the model load included)."""
-    from models.scoring import Scorer
+    from models.routing import load_scorer
 
-    scorer = Scorer.load(resolved.model_dir)
-    constant = resolved.columns(scored_at)
+    scorer = load_scorer(resolved.model_dir)
+    shadow_scorer = load_scorer(shadow.model_dir) if shadow else None
+    constant = resolved.columns(scored_at, shadow)
     counts = Counts(input_rows=0, scored=0)
     writers = _Writers(out.path("scores"), out.path("rejected"))
     progress = Progress("score", count_input_rows(candidates), every=max(batch_rows, 1), unit="pairs", since=started)
@@ -92,8 +93,8 @@ def score_locally(resolved: ResolvedModel, candidates: list[str], out: StagedOut
                     counts.rejected[reason.as_py()] = counts.rejected.get(reason.as_py(), 0) + n.as_py()
             accepted = checked.filter(pc.is_null(checked["reason"]))
             if accepted.num_rows:
-                scores = scorer.predict(accepted.to_pandas())
-                writers.write_scores(with_model_columns(scored_rows(accepted, scores), constant))
+                rows = score_rows(scorer, accepted, resolved.version, shadow_scorer)
+                writers.write_scores(with_model_columns(rows, constant))
             counts.input_rows += table.num_rows
             counts.scored += accepted.num_rows
             progress.update(table.num_rows)

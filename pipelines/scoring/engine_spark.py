@@ -39,7 +39,6 @@ from features.candidates import (
     SCORE_SCHEMA,
     check_candidates,
     rejected_rows,
-    scored_rows,
 )
 from features.progress import duration, log
 from features.schema import CORRUPT
@@ -49,6 +48,7 @@ from models.backbone import DEFAULT_BACKBONE, resolve_backbone
 from pipelines.data.inputs import count_parquet_rows, read_with_spark
 from pipelines.scoring.model import ResolvedModel
 from pipelines.scoring.output import Counts, peak_rss_mib
+from pipelines.scoring.rows import score_rows
 
 STRING_INPUT = T.StructType([T.StructField(c, T.StringType()) for c in (*CANDIDATE_COLUMNS, CORRUPT)])
 REJECTED = T.StructType([*STRING_INPUT.fields, T.StructField("reason", T.StringType())])
@@ -85,6 +85,7 @@ class ShippedModel:
     model_file: str
     backbone_file: str | None
     digest: str
+    version: str | None  # the registered version (the source_version of a plain model's rows)
 
 
 _LOADED: dict[str, Any] = {}  # per Python worker: model digest -> Scorer
@@ -100,12 +101,12 @@ def worker_scorer(shipped: ShippedModel, loads=None):
         import torch
         from pyspark import SparkFiles, TaskContext
 
-        from models.scoring import Scorer
+        from models.routing import load_scorer
 
         context = TaskContext.get()
         torch.set_num_threads(max(1, int(context.cpus())) if context is not None else 1)
         backbone = SparkFiles.get(shipped.backbone_file) if shipped.backbone_file else None
-        scorer = _LOADED[shipped.digest] = Scorer.load(SparkFiles.get(shipped.model_file), backbone=backbone)
+        scorer = _LOADED[shipped.digest] = load_scorer(SparkFiles.get(shipped.model_file), backbone=backbone)
     return scorer
 
 
@@ -117,14 +118,15 @@ def _rejected_batches(task_map: TaskMap, batches: Iterator[pa.RecordBatch]) -> I
             yield from rejected.to_batches()
 
 
-def _scored_batches(shipped: ShippedModel, memory, loads, batches: Iterator[pa.RecordBatch]
-                    ) -> Iterator[pa.RecordBatch]:
+def _scored_batches(shipped: ShippedModel, shadow: ShippedModel | None, memory, loads,
+                    batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     scorer = worker_scorer(shipped, loads)
+    shadow_scorer = worker_scorer(shadow, loads) if shadow else None
     for batch in batches:
         checked = check_candidates(pa.Table.from_batches([batch]), scorer.task_map)
         accepted = checked.filter(pc.is_null(checked["reason"]))
         if accepted.num_rows:
-            yield from scored_rows(accepted, scorer.predict(accepted.to_pandas())).to_batches()
+            yield from score_rows(scorer, accepted, shipped.version, shadow_scorer).to_batches()
     memory.add(peak_rss_mib())
 
 
@@ -145,7 +147,7 @@ def _ship(spark: SparkSession, resolved: ResolvedModel, staging: Path) -> Shippe
     reference = read_metadata(resolved.model_dir)["base_model"]["reference"]
     if reference not in (DEFAULT_BACKBONE, f"sentence-transformers/{DEFAULT_BACKBONE}") and Path(reference).is_dir():
         backbone_file = ship(Path(resolve_backbone(reference)), f"_backbone-{tag}")
-    return ShippedModel(model_file, backbone_file, resolved.digest)
+    return ShippedModel(model_file, backbone_file, resolved.digest, resolved.version)
 
 
 def _stage_rows(spark: SparkSession) -> dict[int, int]:
@@ -180,7 +182,8 @@ def _report_progress(spark: SparkSession, done: threading.Event, every_s: float 
 
 
 def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: StagedOutput, *, master: str | None,
-                     scored_at: datetime, spark: SparkSession | None = None) -> Counts:
+                     scored_at: datetime, spark: SparkSession | None = None,
+                     shadow: ResolvedModel | None = None) -> Counts:
     from pipelines.spark import SCORING_SETTINGS, build_session
 
     own = spark is None
@@ -204,10 +207,12 @@ def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: Staged
 
         log("score", "pass 2: scoring the accepted candidates")
         shipped = _ship(spark, resolved, out.staging)
+        shipped_shadow = _ship(spark, shadow, out.staging) if shadow else None
         memory, loads = spark.sparkContext.accumulator(0.0, MaxParam()), spark.sparkContext.accumulator(0)
         scored_seen = Observation("scored")
-        scored = df.mapInArrow(lambda batches: _scored_batches(shipped, memory, loads, batches), SCORED)
-        constant = resolved.columns(scored_at)
+        scored = df.mapInArrow(lambda batches: _scored_batches(shipped, shipped_shadow, memory, loads, batches),
+                               SCORED)
+        constant = resolved.columns(scored_at, shadow)
         scored = scored.withColumns({k: F.lit(constant[k]).cast(from_arrow_type(SCORE_SCHEMA.field(k).type))
                                      for k in RUN_COLUMNS})
         scored = scored.observe(scored_seen, F.count(F.lit(1)).alias("rows"))

@@ -16,6 +16,7 @@ from evaluation.registry import parse_models_uri, registered_version, resolve_mo
 from features.errors import UserError
 from features.task_map import TaskMap
 from models.artifact import ArtifactError, model_digest, read_metadata, stored_task_map
+from models.routing import check_loadable
 
 LOGGED_MODEL_URI = re.compile(r"^models:/m-[0-9a-f]+/?$")  # a logged (not registered) model
 
@@ -34,10 +35,15 @@ class ResolvedModel:
     def task_map(self) -> TaskMap:
         return stored_task_map(read_metadata(self.model_dir))
 
-    def columns(self, scored_at: datetime) -> dict[str, Any]:
-        """The values of features.candidates.RUN_COLUMNS: the model, and when it scored."""
+    def columns(self, scored_at: datetime, shadow: ResolvedModel | None = None) -> dict[str, Any]:
+        """The values of features.candidates.RUN_COLUMNS: the model, the shadow model, when it scored."""
         return {"model_name": self.name or self.uri, "model_version": self.version, "model_digest": self.digest,
-                "scored_at": scored_at}
+                "shadow_version": shadow.version if shadow else None, "scored_at": scored_at}
+
+    def identity(self) -> dict[str, Any]:
+        """The model as the summary names it."""
+        return {"uri": self.uri, "resolved": self.resolved, "name": self.name, "version": self.version,
+                "digest": self.digest}
 
 
 def resolve_model(uri_or_dir: str) -> ResolvedModel:
@@ -53,6 +59,7 @@ def resolve_model(uri_or_dir: str) -> ResolvedModel:
     try:
         digest = model_digest(model_dir)
         stored_task_map(read_metadata(model_dir))
+        check_loadable(model_dir)
     except (ArtifactError, OSError) as exc:
         raise UserError(f"{uri_or_dir} is not a usable adsrel model: {exc}") from None
     return ResolvedModel(uri_or_dir, resolved, parts.name if parts else None, version, digest, model_dir)
