@@ -5,7 +5,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test lint bench bench-quality demo mlflow-ui clean
+.PHONY: install test lint bench bench-quality bench-rollout demo mlflow-ui clean
 
 # The stamp depends on setup.cfg so a change of dependencies reinstalls. The class archive makes
 # every local Spark job start faster (pipelines/class_archive.py); a job runs without it too.
@@ -57,7 +57,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Each benchmark is a module of benchmarks/ run with `python -m`; add yours to the list.
-BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.train_throughput benchmarks.score_throughput benchmarks.serving_latency
+BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.train_throughput benchmarks.score_throughput benchmarks.serving_latency benchmarks.routed_scoring
 
 bench: install
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m $$b || exit 1; done
@@ -65,6 +65,11 @@ bench: install
 # Quality of every method per segment: about 1.5 hours on 2 cores, resumable; see benchmarks/quality.py.
 bench-quality: install
 	$(PY) -m benchmarks.quality
+
+# The whole gate against the per-segment gate on the demo's trained models (run `make demo` first).
+bench-rollout: install
+	$(PY) -m benchmarks.rollout_policy --shards demo-out/shards --model mtl_lora=demo-out/models/mtl_lora \
+		--model lora=demo-out/models/lora
 
 demo: install
 	$(VENV)/bin/adsrel demo

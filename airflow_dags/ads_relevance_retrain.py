@@ -48,6 +48,9 @@ with DAG(
                              description="outputs go to <output_root>/<YYYY-MM-DD>/"),
         "promotion_policy": Param(None, type=["null", "string"],
                                   description="gate policy YAML (null: configs/promotion.yaml's defaults)"),
+        "rollout": Param(None, type=["null", "string"], enum=[None, "per_segment", "whole"],
+                         description="the gate's mode: per_segment (each segment to the version that wins it), "
+                         "whole (all or nothing); null: the policy's (per_segment by default)"),
     },
     tags=["adsrel"],
     doc_md=__doc__,
@@ -78,9 +81,11 @@ with DAG(
 
     @task(execution_timeout=datetime.timedelta(hours=3), outlets=[PROMOTIONS])
     def promote(params=None, outlet_events=None, **context) -> dict:
-        """The gate: champion moves (Asset event), stays (exit 3, a normal outcome) or already is it."""
+        """The gate: champion moves, whole or some segments (Asset event), stays (exit 3, a normal outcome)
+        or already is it. Per segment, the adsrel lines above say from and to which version, and why."""
         out = run_dir(params["output_root"], context)
         policy = ["--policy", params["promotion_policy"]] if params["promotion_policy"] else []
+        policy += ["--rollout", params["rollout"]] if params["rollout"] else []
         adsrel("promote", "--candidate", str(out / "model"), "--shards", str(out / "shards"),
                "--report", str(out / "promotion.json"), *policy, ok=(0, 3))
         decision = read_json(out / "promotion.json")
@@ -93,9 +98,13 @@ with DAG(
             auc = [f"{row[k]:.4f}" if isinstance(row.get(k), float) else "-" for k in ("candidate", "champion")]
             log.info("gate task %s: ROC AUC candidate %s, champion %s, n %s: %s", name, *auc, row.get("n"),
                      row.get("note") or row.get("status"))
-        if decision["status"] == "promoted":
-            outlet_events[PROMOTIONS].add(PROMOTED_MODEL, extra={"version": str(version), "run_dir": str(out)})
-            log.info("emitted %s: version %s is the champion", PROMOTED_MODEL.name, version)
+        before, after = decision.get("routing_before") or {}, decision.get("routing_after") or {}
+        for name in sorted(after):
+            log.info("gate segment %s: version %s -> %s", name, before.get(name, "none"), after[name])
+        if decision["status"] in ("promoted", "routed"):  # the champion moved: some segment changed version
+            champion = decision["champion_after"]
+            outlet_events[PROMOTIONS].add(PROMOTED_MODEL, extra={"version": str(champion), "run_dir": str(out)})
+            log.info("emitted %s: version %s is the champion", PROMOTED_MODEL.name, champion)
         return {"status": decision["status"], "reasons": decision.get("reasons"), "candidate_version": version}
 
     chain(prepare(), train(), evaluate(), promote())

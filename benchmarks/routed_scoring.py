@@ -28,7 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.score_throughput import make_inputs
+from benchmarks.score_throughput import make_inputs, perturbed_model
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 0.95
@@ -48,27 +48,12 @@ def make_routed(workdir: Path, plain: Path) -> Path:
     routed = workdir / "routed"
     if (routed / "adsrel_model.json").exists():
         return routed
-    import torch
-
     from features.task_map import load_task_map
-    from models.artifact import model_digest, save_model
-    from models.backbone import DEFAULT_BACKBONE, load_tokenizer
-    from models.config import AdapterConfig
-    from models.relevance import RelevanceModel, RelevanceModelConfig
+    from models.artifact import model_digest
     from models.routing import Source, write_routed
 
     task_map = load_task_map(ROOT / "configs" / "tasks.yaml")
-    torch.manual_seed(1)
-    config = RelevanceModelConfig(backbone=DEFAULT_BACKBONE, head="per_task",
-                                  adapter=AdapterConfig(method="lora", num_tasks=len(task_map.tasks), rank=16))
-    net = RelevanceModel.from_config(config)
-    with torch.no_grad():
-        for name, tensor in net.trainable_state_dict().items():
-            if "lora_B" in name:
-                tensor.normal_(0.0, 0.01)
-    lora = save_model(net, workdir / "model-lora", tokenizer=load_tokenizer(DEFAULT_BACKBONE),
-                      tasks=[t.as_dict() for t in task_map.tasks], unmapped=task_map.unmapped, max_length=128,
-                      segment_in_text=False)
+    lora = perturbed_model(workdir / "model-lora", "lora", rank=16, seed=1)
     sources = {"1": Source("1", plain, model_digest(plain)), "2": Source("2", lora, model_digest(lora))}
     routing = {t.name: "2" if i % 2 else "1" for i, t in enumerate(task_map.tasks)}
     return write_routed(routed, routing, sources, task_map_of="1")

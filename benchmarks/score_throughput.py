@@ -69,26 +69,33 @@ def make_inputs(workdir: Path, rows: int, length_mix: str) -> tuple[Path, Path]:
         (frame if length_mix == "synth" else with_length_mix(frame)).to_parquet(candidates / "part-0.parquet",
                                                                                   index=False)
     if not (model / "adsrel_model.json").exists():
-        import torch
-
-        from features.task_map import load_task_map
-        from models.artifact import save_model
-        from models.backbone import DEFAULT_BACKBONE, load_tokenizer
-        from models.config import AdapterConfig
-        from models.relevance import RelevanceModel, RelevanceModelConfig
-
-        task_map = load_task_map(ROOT / "configs" / "tasks.yaml")
-        torch.manual_seed(0)
-        config = RelevanceModelConfig(backbone=DEFAULT_BACKBONE, head="per_task",
-                                      adapter=AdapterConfig(method="mtl_lora", num_tasks=len(task_map.tasks), rank=8))
-        net = RelevanceModel.from_config(config)
-        with torch.no_grad():
-            for name, tensor in net.trainable_state_dict().items():
-                if "lora_B" in name:
-                    tensor.normal_(0.0, 0.01)
-        save_model(net, model, tokenizer=load_tokenizer(DEFAULT_BACKBONE), tasks=[t.as_dict() for t in task_map.tasks],
-                   unmapped=task_map.unmapped, max_length=128, segment_in_text=False)
+        perturbed_model(model, "mtl_lora", rank=8, seed=0)
     return candidates, model
+
+
+def perturbed_model(directory: Path, method: str, *, rank: int, seed: int) -> Path:
+    """A MiniLM artifact with ``method`` adapters for the tasks of configs/tasks.yaml, their up-projections
+    perturbed (an unmerged update then costs what a trained one does)."""
+    import torch
+
+    from features.task_map import load_task_map
+    from models.artifact import save_model
+    from models.backbone import DEFAULT_BACKBONE, load_tokenizer
+    from models.config import AdapterConfig
+    from models.relevance import RelevanceModel, RelevanceModelConfig
+
+    task_map = load_task_map(ROOT / "configs" / "tasks.yaml")
+    torch.manual_seed(seed)
+    config = RelevanceModelConfig(backbone=DEFAULT_BACKBONE, head="per_task",
+                                  adapter=AdapterConfig(method=method, num_tasks=len(task_map.tasks), rank=rank))
+    net = RelevanceModel.from_config(config)
+    with torch.no_grad():
+        for name, tensor in net.trainable_state_dict().items():
+            if "lora_B" in name:
+                tensor.normal_(0.0, 0.01)
+    return save_model(net, directory, tokenizer=load_tokenizer(DEFAULT_BACKBONE),
+                      tasks=[t.as_dict() for t in task_map.tasks], unmapped=task_map.unmapped, max_length=128,
+                      segment_in_text=False)
 
 
 def matmul_peak(size: int = 4096, repeats: int = 3) -> float:

@@ -1,5 +1,5 @@
 """`adsrel promote`: evaluate a candidate and the current champion on the same shards and move the
-registry aliases of ``ads-relevance`` as the gate (evaluation/gate.py) decides.
+registry aliases of ``ads-relevance`` as the gate decides.
 
 1. The data: the manifest of SHARDS (its digest) and the tasks with rows in the split.
 2. The candidate becomes a registered version: ``models:/ads-relevance/N`` and
@@ -12,10 +12,14 @@ registry aliases of ``ads-relevance`` as the gate (evaluation/gate.py) decides.
    (tag ``stage=evaluate``) has the same ``adsrel.model_digest``, ``adsrel.manifest_digest`` and
    ``adsrel.split`` and holds ``evaluation_report.json``; new evaluations are logged by
    ``log_evaluation`` (the candidate's with the champion's report, for the comparison plot).
-4. Only once both evaluations succeeded: alias ``challenger`` on the candidate, ``champion`` too when
-   the gate promotes; tags ``adsrel.gate.decision`` (promoted / kept), ``adsrel.gate.reason`` (the
-   first reason), ``adsrel.gate.champion_version`` (the champion it was compared with, or none) and
-   ``adsrel.gate.manifest_digest`` on the candidate version; the decision JSON as the artifact
+4. The gate of the policy's rollout decides: ``whole`` (evaluation/gate.py) or ``per_segment``
+   (evaluation/segment_gate.py, on the per-row scores of both evaluations). Segments that end up served
+   by different versions get a routed version (evaluation/routed_version.py), registered once per digest.
+5. Only once both evaluations succeeded: alias ``challenger`` on the candidate, ``champion`` too when
+   the gate promotes (on the candidate, or on the routed version); tags ``adsrel.gate.decision``
+   (promoted / routed / kept), ``adsrel.gate.reason`` (the first reason), ``adsrel.gate.champion_version``
+   (the champion it was compared with, or none) and ``adsrel.gate.manifest_digest`` on the candidate
+   version (and the routed one); the decision JSON as the artifact
    ``promotion/decision-v<candidate>-vs-<champion>.json`` of the candidate's evaluation run (and in
    ``report_path`` when asked).
 

@@ -118,3 +118,14 @@ def paired_scores(candidate: pd.DataFrame, serving: pd.DataFrame) -> pd.DataFram
     if not (both["label"] == both["label_serving"]).all():
         raise ValueError("the two evaluations disagree on the labels of the same rows: not the same data")
     return both.rename(columns={"score": "candidate", "score_serving": "serving"})[list(PAIRED_COLUMNS)]
+
+
+def segment_lines(segments: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line per segment of a decision: from and to version, the gain with its interval, the reason."""
+    lines = []
+    for task, row in sorted(segments.items()):
+        gain = (f"gain {row['gain']:+.4f} [{row['gain_low']:+.4f}, {row['gain_high']:+.4f}]"
+                if row.get("gain") is not None else "gain -")
+        move = f"{row['from'] or 'none'} -> {row['to']}" if row.get("takes") else f"stays {row['to'] or 'none'}"
+        lines.append(f"{task}: {move}, {gain}: {row['reason']}")
+    return lines

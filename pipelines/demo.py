@@ -246,24 +246,59 @@ def _auc(metrics: dict) -> str:
     return f"{value:.3f} [{low:.3f}, {high:.3f}]" if low is not None and high is not None else f"{value:.3f}"
 
 
-def summary_table(reports: dict[str, dict], challenge: dict) -> str:
-    """Per task: rows, each model's test ROC AUC with its 95% interval, the gate's verdict."""
+def _verdict(task: str, challenge: dict, names: dict[str, str]) -> str:
+    """The gate's verdict on one task: per segment (which version serves it after, and the paired
+    gain), else the whole rollout's status."""
+    segment = (challenge.get("segments") or {}).get(task)
+    if segment is None:
+        verdict = (challenge.get("per_task") or {}).get(task, {})
+        return verdict.get("status", "—") + (f" ({verdict['note']})" if verdict.get("note") else "")
+    gain = (f"gain {segment['gain']:+.3f} [{segment['gain_low']:+.3f}, {segment['gain_high']:+.3f}]"
+            if segment.get("gain") is not None else segment["reason"])
+    to = names.get(segment["to"], f"version {segment['to']}")
+    return f"{'takes' if segment['takes'] else 'stays'}: {to} ({gain})"
+
+
+def summary_table(reports: dict[str, dict], challenge: dict, names: dict[str, str] | None = None) -> str:
+    """Per task: rows, each model's test ROC AUC with its 95% interval, the gate's verdict (``names``:
+    version -> method, to name who serves a segment)."""
     methods = list(reports)
     tasks = list(next(iter(reports.values()))["tasks"])
     header = ["task", "test rows", *[f"{m} ROC AUC [95% CI]" for m in methods], "gate"]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    per_task = challenge.get("per_task") or {}
     for task in tasks:
         n = reports[methods[0]]["tasks"][task].get("n")
-        verdict = per_task.get(task, {})
-        gate = verdict.get("status", "—") + (f" ({verdict['note']})" if verdict.get("note") else "")
-        cells = [task, str(n), *[_auc(reports[m]["tasks"][task]) for m in methods], gate]
+        cells = [task, str(n), *[_auc(reports[m]["tasks"][task]) for m in methods],
+                 _verdict(task, challenge, names or {})]
         lines.append("| " + " | ".join(cells) + " |")
     macro = [f"{reports[m]['macro']['roc_auc']:.4f}" if reports[m]["macro"].get("roc_auc") is not None else "—"
              for m in methods]
     verdict = f"{methods[-1]}: {challenge.get('status', '')}"
     lines.append("| " + " | ".join(["macro", "", *macro, verdict]) + " |")
     return "\n".join(lines)
+
+
+def champion_line(challenge: dict, names: dict[str, str], reports: dict[str, dict]) -> str:
+    """Who is champion now: one method's version, or a routed version and which version serves what."""
+    champion = challenge["champion_after"]
+    if champion in names:
+        method = names[champion]
+        return (f"champion: {method} (models:/ads-relevance/{champion}), test macro ROC AUC "
+                f"{reports[method]['macro']['roc_auc']:.4f}")
+    routing = challenge.get("routing_after") or {}
+    served = {v: sorted(t for t, s in routing.items() if s == v) for v in sorted(set(routing.values()))}
+    return (f"champion: routed version {champion} (models:/ads-relevance/{champion}): "
+            + "; ".join(f"{names.get(v, v)} (version {v}) serves {', '.join(tasks)}" for v, tasks in served.items()))
+
+
+def rows_by_source(scores: Path) -> dict[str, int]:
+    """Scored rows per source_version (the version whose parameters scored them)."""
+    import pyarrow.dataset as ds
+
+    counts = ds.dataset(scores / "scores", format="parquet").to_table(columns=["source_version"]) \
+        .group_by("source_version").aggregate([("source_version", "count")]).to_pylist()
+    return {str(c["source_version"]): c["source_version_count"] for c in sorted(counts, key=lambda c:
+                                                                                  str(c["source_version"]))}
 
 
 def run_demo(config: DemoConfig | None = None) -> int:
@@ -291,18 +326,18 @@ def run_demo(config: DemoConfig | None = None) -> int:
 
         stages.say("done: the table below, then where everything is")
         challenge = decisions[METHODS[-1]]
-        champion = challenge["champion_after"]
-        champion_method = next(m for m, d in decisions.items() if d["candidate"]["version"] == champion)
+        names = {d["candidate"]["version"]: m for m, d in decisions.items()}
         print(file=out)
-        print(summary_table(reports, challenge), file=out)
-        print(f"\nchampion: {champion_method} (models:/ads-relevance/{champion}), test macro ROC AUC "
-              f"{reports[champion_method]['macro']['roc_auc']:.4f}", file=out)
+        print(summary_table(reports, challenge, names), file=out)
+        print("\n" + champion_line(challenge, names, reports), file=out)
         for method, decision in decisions.items():
             print(f"gate, {method} (version {decision['candidate']['version']}): {decision['status']}", file=out)
             for reason in decision["reasons"]:
                 print(f"  - {reason}", file=out)
         print(f"\nscores: {work / 'scores'}/scores/ ({scored['scored']:,} scored, {scored['rejected_rows']:,} "
               f"rejected: {json.dumps(scored['rejected'])}; summary.json)", file=out)
+        print("  scored by: " + ", ".join(f"version {v} ({names.get(v, 'routed')}) {n:,} rows"
+                                          for v, n in rows_by_source(work / "scores").items()), file=out)
         print(f"reports: {work / 'reports'}/ ; gate decisions: {work}/promotion-*.json", file=out)
         print(f"plots and runs: MLflow at {tracking_uri()}, experiment ads-relevance (evaluation runs hold plots/); "
               "open it with `make mlflow-ui` and compare the two evaluation runs", file=out)

@@ -60,7 +60,7 @@ INSPECT = textwrap.dedent("""
         checked = {}
         for name, value in [("logs", "not-a-list"), ("logs", ["/a", "/b"]), ("train_set", ["no equals sign"]),
                             ("train_set", ["max_steps=20"]), ("train_config", "/c.yaml"), ("candidates", None),
-                            ("candidates", "/c.parquet")]:
+                            ("candidates", "/c.parquet"), ("rollout", "whole"), ("rollout", "by_market")]:
             if name in dag.params:
                 params = copy.deepcopy(dag.params)
                 try:
@@ -135,13 +135,15 @@ def test_retrain_dag_tasks_schedule_retries_timeouts(bag):
 def test_retrain_dag_params(bag):
     dag = bag["dags"]["ads_relevance_retrain"]
     params = dag["params"]
-    assert set(params) == {"logs", "task_map", "train_config", "train_set", "output_root", "promotion_policy"}
+    assert set(params) == {"logs", "task_map", "train_config", "train_set", "output_root", "promotion_policy",
+                           "rollout"}
     assert isinstance(params["logs"], list) and params["train_set"] == []
-    assert params["train_config"] is None and params["promotion_policy"] is None
+    assert params["train_config"] is None and params["promotion_policy"] is None and params["rollout"] is None
     assert Path(params["task_map"]) == ROOT / "configs" / "tasks.yaml"
     assert dag["checked_params"] == {
         "logs=not-a-list": "rejected", "logs=['/a', '/b']": "accepted", "train_set=['no equals sign']": "rejected",
-        "train_set=['max_steps=20']": "accepted", "train_config=/c.yaml": "accepted"}
+        "train_set=['max_steps=20']": "accepted", "train_config=/c.yaml": "accepted", "rollout=whole": "accepted",
+        "rollout=by_market": "rejected"}
 
 
 def test_batch_score_dag_is_daily_and_on_the_promoted_model(bag):

@@ -190,18 +190,22 @@ def test_batch_score_writes_scores_with_the_champion(world):
         assert ds.dataset(day / "rejected" / f"reason={reason}").count_rows() == n
 
 
-def test_week2_trains_a_new_model_promoted_or_kept_with_reasons(world):
+def test_week2_trains_a_new_model_promoted_routed_or_kept_with_reasons(world):
     assert world.done.get("week1"), "week 1 did not complete"
     before = registry(world)
     log, decision = retrain(world, WEEK2, "logs-w2")
     assert (world.out / WEEK2 / "model" / "adsrel_model.json").is_file()
     after = registry(world)
-    assert after["versions"] == [1, 2] and after["train_runs"] == before["train_runs"] + 1
-    assert after["aliases"]["challenger"] == "2"
-    assert decision["status"] in ("promoted", "kept") and decision["reasons"]
-    assert f"gate decision: {decision['status']} (candidate version 2, champion before 1" in log
+    status = decision["status"]
+    assert status in ("promoted", "routed", "kept") and decision["reasons"]
+    # per segment (the default rollout): a routed version (3) when the segments split between 1 and 2
+    assert after["versions"] == ([1, 2, 3] if status == "routed" else [1, 2])
+    assert after["train_runs"] == before["train_runs"] + 1 and after["aliases"]["challenger"] == "2"
+    assert f"gate decision: {status} (candidate version 2, champion before 1" in log
     for reason in decision["reasons"]:
         assert f"gate reason: {reason}" in log
-    promoted = decision["status"] == "promoted"
-    assert after["aliases"]["champion"] == ("2" if promoted else "1")
-    assert len(asset_events(world)) == (2 if promoted else 1)
+    for segment, version in decision["routing_after"].items():
+        assert f"gate segment {segment}: version 1 -> {version}" in log
+        assert f"adsrel promote: segment {segment}: " in log
+    assert after["aliases"]["champion"] == {"promoted": "2", "routed": "3", "kept": "1"}[status]
+    assert len(asset_events(world)) == (1 if status == "kept" else 2)

@@ -43,7 +43,9 @@ def test_the_demo_runs_every_stage_and_a_second_run_reuses_them(tmp_path):
     assert "make mlflow-ui" in table and str(work / "demo.log") in table
     decisions = {m: json.loads((work / f"promotion-{m}.json").read_text()) for m in ("mtl_lora", "lora")}
     assert decisions["mtl_lora"]["status"] == "promoted"  # the first model meets the (permissive) floors
-    assert decisions["lora"]["status"] in ("promoted", "kept") and decisions["lora"]["champion_before"] == "1"
+    assert decisions["lora"]["status"] in ("promoted", "routed", "kept") and decisions["lora"]["champion_before"] == "1"
+    assert set(decisions["lora"]["segments"]) == set(decisions["lora"]["routing_after"])  # per segment, the default
+    assert "scored by: version " in table
     summary = json.loads((work / "scores" / "summary.json").read_text())
     assert summary["input_rows"] == 150 == summary["scored"] + summary["rejected_rows"]
     assert ds.dataset(work / "scores" / "scores").count_rows() == summary["scored"]

@@ -156,7 +156,8 @@ def test_the_same_candidate_again_moves_nothing_and_moving_the_alias_back_rolls_
         client.set_registered_model_alias(REGISTERED_MODEL, "champion", "3")
 
 
-def test_shadow_scores_beside_the_score_with_a_per_segment_comparison(routed, shards, models, tmp_path, capsys):
+def test_shadow_scores_beside_the_score_with_a_per_segment_comparison(routed, shards, models, tmp_path, capsys,
+                                                                      spark):
     frame = candidates(shards)
     frame[[*SIGNATURE, "ad_id"]].to_parquet(tmp_path / "c.parquet", index=False)
     common = ["score", "--model", "models:/ads-relevance@champion", "--candidates", str(tmp_path / "c.parquet"),
@@ -175,6 +176,13 @@ def test_shadow_scores_beside_the_score_with_a_per_segment_comparison(routed, sh
     assert summary["tasks"]["b"]["rank_correlation"] == pytest.approx(1.0)
     assert summary["tasks"]["a"]["mean_abs_diff"] > 0.01 and summary["tasks"]["a"]["rank_correlation"] < 0.99
     assert "shadow 1 on a:" in capsys.readouterr().err
+    # the Spark engine ships the shadow model too, and writes the same rows
+    on_spark = run_score("models:/ads-relevance@champion", [str(tmp_path / "c.parquet")], str(tmp_path / "spark"),
+                         spark=spark, shadow="models:/ads-relevance/1")
+    for task, row in summary["tasks"].items():
+        assert on_spark["shadow"]["tasks"][task] == pytest.approx(row, abs=1e-5)
+    spark_rows = ds.dataset(tmp_path / "spark" / "scores").to_table().to_pandas().set_index("ad_id").loc[frame.ad_id]
+    np.testing.assert_allclose(spark_rows.shadow_score, shadowed.shadow_score, atol=1e-5)
 
     # a shadow that cannot be resolved, or cannot load, fails the run and leaves the output as it was
     before = (tmp_path / "shadow" / "summary.json").read_bytes()

@@ -15,8 +15,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "same model and data), set alias challenger on it and, when the gate of --policy passes, alias champion. "
         "The decision with its per-task reasons is printed as JSON on stdout, written to --report, logged as an "
         "artifact of the candidate's evaluation run and summarised in the version's tags adsrel.gate.*. Running it "
-        "again on the same candidate and data changes nothing. MLFLOW_TRACKING_URI or ./mlflow.db.",
-        epilog="exit codes: 0 promoted (or already champion), 3 kept (the gate said no; reasons on stdout), "
+        "again on the same candidate and data changes nothing. In the per-segment rollout (the default) the candidate "
+        "takes the segments it wins on its own evidence, and when segments end up served by different versions a "
+        "routed version is registered and made champion (docs/architecture.md, 'Per-segment rollout'). "
+        "MLFLOW_TRACKING_URI or ./mlflow.db.",
+        epilog="exit codes: 0 promoted, routed (or already champion), 3 kept (the gate said no; reasons on stdout), "
         "2 user error (bad path, URI or policy), 1 an evaluation failed or another promotion moved the champion "
         "meanwhile (no alias moved).",
     )
@@ -25,6 +28,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shards", required=True, metavar="DIR", help="output directory of adsrel prepare")
     p.add_argument("--report", metavar="JSON", help="also write the decision JSON here")
     p.add_argument("--policy", metavar="YAML", help="gate policy (every key optional; see configs/promotion.yaml)")
+    p.add_argument("--rollout", choices=("per_segment", "whole"), default=None,
+                   help="the gate's mode, over the policy's: per_segment (each segment on its own) or whole")
     p.add_argument("--split", default="test", help="split to evaluate on (default: test)")
     p.add_argument("--bootstrap", type=int, default=200, metavar="N",
                    help="bootstrap resamples for the confidence intervals of the evaluation (default: 200)")
@@ -34,9 +39,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from evaluation.gate import load_policy
     from evaluation.promote import EvaluationFailed, promote
+    from evaluation.segment_gate import segment_lines
     from features.progress import log
 
-    policy = load_policy(args.policy)
+    policy = load_policy(args.policy, **({"rollout": args.rollout} if args.rollout else {}))
     try:
         result = promote(args.candidate, args.shards, policy=policy, report_path=args.report, split=args.split,
                          bootstrap=args.bootstrap)
@@ -44,6 +50,9 @@ def run(args: argparse.Namespace) -> int:
         log("promote", f"failed: {exc}")
         return exc.exit_code
     print(json.dumps(result.to_dict(), sort_keys=True, default=str))
+    for line in segment_lines(result.decision.segments):
+        log("promote", f"segment {line}")
     summary = "; ".join(result.decision.reasons)
-    log("promote", f"{result.status} version {result.candidate.version}: {summary}")
+    champion = f" (champion: routed version {result.champion_after})" if result.status == "routed" else ""
+    log("promote", f"{result.status} version {result.candidate.version}{champion}: {summary}")
     return result.exit_code

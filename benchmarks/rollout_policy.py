@@ -1,0 +1,85 @@
+"""Which rollout to default to: the whole gate against the per-segment gate, on real trained models.
+
+Every model given is evaluated once on the test split of the same shards. For every ordered pair (the
+first as the champion serving every segment, the second as the candidate) both gates decide with the
+thresholds of ``--policy`` (configs/promotion.yaml), and the benchmark reports: the whole gate's
+verdict; the segments the per-segment gate moves; the test macro ROC AUC over the gate-supported
+segments as served before (the champion), after the whole gate and after the per-segment gate (each
+segment at the ROC AUC of the version that serves it then). A pair of one recipe trained with two
+seeds is the null case: a gate that moves segments there churns on noise.
+
+Run: python -m benchmarks.rollout_policy --shards demo-out/shards --model mtl_lora=demo-out/models/mtl_lora
+     --model lora=demo-out/models/lora [--model NAME=DIR ...] [--policy YAML] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def served_macro(reports: dict[str, dict], serving: dict[str, str], tasks: list[str]) -> float:
+    """Macro ROC AUC over ``tasks``, each at the ROC AUC of the model serving it."""
+    return sum(reports[serving[t]]["tasks"][t]["roc_auc"] for t in tasks) / len(tasks)
+
+
+def compare(champion: str, candidate: str, evaluations: dict, policy, expected: list[str]) -> dict:
+    """Both gates on one pair: what each moves, and the served macro ROC AUC after each."""
+    from evaluation.gate import decide, support
+    from evaluation.segment_gate import decide_segments, paired_scores
+
+    reports = {name: e.report for name, e in evaluations.items()}
+    whole = decide(reports[candidate], reports[champion], dataclasses.replace(policy, rollout="whole"), expected)
+    paired = paired_scores(evaluations[candidate].scored, evaluations[champion].scored)
+    segments = decide_segments(reports[candidate], reports[champion], policy, expected, candidate_version=candidate,
+                               serving=dict.fromkeys(expected, champion), paired=paired)
+    supported = [t for t in expected if support(reports[candidate]["tasks"][t], policy)[0]]
+    before = dict.fromkeys(expected, champion)
+    after_whole = dict.fromkeys(expected, candidate if whole.promote else champion)
+    moved = sorted(t for t, s in segments.segments.items() if s["takes"])
+    return {
+        "champion": champion, "candidate": candidate, "whole": "promoted" if whole.promote else "kept",
+        "whole_reason": whole.reasons[0], "per_segment_moved": moved, "supported": len(supported),
+        "gains": {t: [round(s.get("gain") or 0.0, 4), round(s.get("gain_low") or 0.0, 4),
+                      round(s.get("gain_high") or 0.0, 4)] for t, s in segments.segments.items()},
+        "served_macro": {name: round(served_macro(reports, serving, supported), 4) for name, serving in (
+            ("before", before), ("whole", after_whole), ("per_segment", segments.routing))},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shards", type=Path, required=True)
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=DIR")
+    parser.add_argument("--policy", type=Path, default=ROOT / "configs" / "promotion.yaml")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    from evaluation.evaluate import run_evaluation
+    from evaluation.gate import load_policy
+    from features.shards import read_manifest
+
+    policy = load_policy(args.policy)
+    models = dict(m.split("=", 1) for m in args.model)
+    evaluations = {}
+    for name, directory in models.items():
+        print(f"evaluating {name}", file=sys.stderr)
+        evaluations[name] = run_evaluation(directory, args.shards, split="test", bootstrap=0)
+    counts = read_manifest(args.shards)["counts"]["test"]
+    expected = sorted(t for t, c in counts.items() if int(c.get("rows", 0)) > 0)
+    pairs = [compare(a, b, evaluations, policy, expected) for a, b in itertools.permutations(models, 2)]
+    figures = {"shards": str(args.shards), "policy": policy.to_dict(), "models": models,
+               "macro": {n: round(e.report["macro"]["roc_auc"], 4) for n, e in evaluations.items()}, "pairs": pairs}
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
