@@ -16,11 +16,12 @@ Per segment of the evaluation data, in order:
    candidate takes the segment when the interval's lower bound is above ``min_delta_task_auc``.
 
 The result is the routing after the decision (segment -> version) and, per segment, from and to
-version, the gain with its interval and the reason.
+version, the gain with its interval, the rule that decided (:data:`RULE_WORDS`) and the reason.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -29,6 +30,11 @@ import pandas as pd
 from evaluation.gate import TIE_TOLERANCE, Decision, GatePolicy, auc_of, mean, support, why_not_judged
 from evaluation.metrics import paired_bootstrap_auc_delta
 
+# Each segment's verdict has a rule (a short name of why) and a reason (the sentence).
+RULE_WORDS = {"gain": "with a clear gain", "unserved": "served by no version yet",
+              "no_clear_gain": "without a gain clear of noise", "too_few_rows": "with too few rows",
+              "below_task_floor": "below the task floor", "serves_already": "served by the candidate already",
+              "no_paired_auc": "without a paired ROC AUC"}
 # Columns of the paired scores: each test row of a segment with a serving version, scored by both.
 PAIRED_COLUMNS = ("task", "label", "candidate", "serving")
 
@@ -47,26 +53,26 @@ def _segment(task: str, entry: Mapping[str, Any], serving_report: Mapping[str, A
     row: dict[str, Any] = {"from": server, "to": server, "candidate": cand, **counts, "supported": ok,
                            "serving": auc_of((serving_report or {}).get("tasks", {}).get(task))}
 
-    def verdict(takes: bool, reason: str) -> dict[str, Any]:
-        return {**row, "to": candidate_version if takes else server, "takes": takes, "reason": reason}
+    def verdict(takes: bool, rule: str, reason: str) -> dict[str, Any]:
+        return {**row, "to": candidate_version if takes else server, "takes": takes, "rule": rule, "reason": reason}
 
     below_floor = policy.task_floor is not None and cand is not None and cand < policy.task_floor
     if server == candidate_version:
-        return verdict(False, "the candidate serves it already")
+        return verdict(False, "serves_already", "the candidate serves it already")
     if below_floor:
-        return verdict(False, f"ROC AUC {cand:.4f} < task floor {policy.task_floor}")
+        return verdict(False, "below_task_floor", f"ROC AUC {cand:.4f} < task floor {policy.task_floor}")
     if server is None:
-        return verdict(True, "no version serves it yet")
+        return verdict(True, "unserved", "no version serves it yet")
     if not ok:
-        return verdict(False, f"too few rows to tell a gain from noise ({why})")
+        return verdict(False, "too_few_rows", f"too few rows to tell a gain from noise ({why})")
     gain = _gain(rows, policy)
     if gain is None:
-        return verdict(False, "no paired ROC AUC (one class in the rows both versions scored)")
+        return verdict(False, "no_paired_auc", "no paired ROC AUC (one class in the rows both versions scored)")
     row.update(gain=gain["delta"], gain_low=gain["low"], gain_high=gain["high"], paired_rows=len(rows))
     interval = f"gain {gain['delta']:+.4f} [{gain['low']:+.4f}, {gain['high']:+.4f}]"
     if gain["low"] > policy.min_delta_task_auc + TIE_TOLERANCE:
-        return verdict(True, f"{interval}: lower bound above {policy.min_delta_task_auc}")
-    return verdict(False, f"{interval}: lower bound not above {policy.min_delta_task_auc}")
+        return verdict(True, "gain", f"{interval}: lower bound above {policy.min_delta_task_auc}")
+    return verdict(False, "no_clear_gain", f"{interval}: lower bound not above {policy.min_delta_task_auc}")
 
 
 def decide_segments(candidate: Mapping[str, Any] | None, serving_report: Mapping[str, Any] | None,
@@ -99,8 +105,10 @@ def decide_segments(candidate: Mapping[str, Any] | None, serving_report: Mapping
     routing = {**serving, **{t: s["to"] for t, s in segments.items()}}
     taken = sorted(t for t, s in segments.items() if s["takes"])
     if not taken:
-        return Decision(False, ["no segment changes version: " + "; ".join(
-            f"{t}: {s['reason']}" for t, s in segments.items())], segments=segments, macro=macro, routing=routing)
+        rules = Counter(s["rule"] for s in segments.values())
+        why = ", ".join(f"{n} {RULE_WORDS[r]}" for r, n in sorted(rules.items(), key=lambda item: -item[1]))
+        return Decision(False, [f"no segment changes version ({why}; per segment: segments)"], segments=segments,
+                        macro=macro, routing=routing)
     kept = sorted(set(segments) - set(taken))
     summary = f"takes {len(taken)} of {len(segments)} segments ({', '.join(taken)})"
     if kept:

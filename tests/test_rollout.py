@@ -44,7 +44,10 @@ def models(tmp_path_factory, shards):
     return {
         "old": fitted_artifact(root / "old", shards, TASKS, {"a": 0.1}),
         "new": fitted_artifact(root / "new", shards, TASKS, {"c": 0.0}, method="lora"),
-        "ab_only": fitted_artifact(root / "ab_only", shards, ("a", "b"), {"a": 0.1}),
+        "ab_only": fitted_artifact(root / "ab_only", shards, ("a", "b"), {"a": 0.1, "b": 0.3}),
+        # the same noise draws per task as ab_only: b and c alike where their quality is alike
+        "good_a": fitted_artifact(root / "good_a", shards, TASKS, {"b": 0.3, "c": 0.0}),
+        "good_b": fitted_artifact(root / "good_b", shards, TASKS, {"a": 0.1, "c": 0.0}),
         "other_backbone": fitted_artifact(root / "other", shards, TASKS, {"b": 0.0, "c": 0.0}, backbone_seed=1),
     }
 
@@ -137,6 +140,7 @@ def test_a_routed_champion_scores_each_segment_as_its_source_through_every_consu
 def test_the_same_candidate_again_moves_nothing_and_moving_the_alias_back_rolls_back(routed, shards, models,
                                                                                      tmp_path):
     before = registry()
+    routed_before = {**routed["second"].routed, "registered_now": False}
     again = promote(str(models["new"]), shards, policy=POLICY, bootstrap=20)
     assert again.status == "kept" and again.champion_after == "3" and again.routed is None
     assert again.decision.segments["a"]["reason"] == "the candidate serves it already"
@@ -152,6 +156,10 @@ def test_the_same_candidate_again_moves_nothing_and_moving_the_alias_back_rolls_
         scored = ds.dataset(tmp_path / "out" / "scores").to_table().to_pandas().set_index("ad_id").loc[frame.ad_id]
         assert set(scored.model_version) == {"1"} and set(scored.source_version) == {"1"}
         np.testing.assert_allclose(scored.score, by_source(frame, dict.fromkeys(TASKS, "old"), models), atol=1e-5)
+        # promoting the same candidate again after the rollback makes the same routing: version 3, found by digest
+        redo = promote(str(models["new"]), shards, policy=POLICY, bootstrap=20)
+        assert redo.status == "routed" and redo.routed == {**routed_before, "registered_now": False}
+        assert registry()["versions"] == before["versions"] and registry()["aliases"]["champion"] == "3"
     finally:
         client.set_registered_model_alias(REGISTERED_MODEL, "champion", "3")
 
@@ -197,16 +205,28 @@ def test_shadow_scores_beside_the_score_with_a_per_segment_comparison(routed, sh
     assert (tmp_path / "shadow" / "summary.json").read_bytes() == before
 
 
-def test_a_segment_the_champion_does_not_know_goes_to_the_candidate(mlflow_store, shards, models):
+def test_a_new_segment_goes_to_the_candidate_and_a_routed_champion_is_challenged_per_segment(mlflow_store, shards,
+                                                                                             models):
     version = log_model(models["ab_only"]).version  # promote would refuse it: the data has a task it lacks
     mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, "champion", version)
-    result = promote(str(models["new"]), shards, policy=POLICY, bootstrap=20)
+    result = promote(str(models["good_a"]), shards, policy=POLICY, bootstrap=20)
     segments = result.decision.segments
-    assert segments["c"]["from"] is None and segments["c"]["takes"]
-    assert segments["c"]["reason"] == "no version serves it yet"
+    assert segments["c"]["from"] is None and segments["c"]["takes"] and segments["c"]["rule"] == "unserved"
+    assert segments["a"]["rule"] == "gain" and segments["b"]["rule"] == "no_clear_gain"
     assert result.status == "routed" and result.decision.routing == {"a": "2", "b": "1", "c": "2"}
-    routed = load_scorer(resolve_model_dir(f"models:/{REGISTERED_MODEL}/3"))
-    assert routed.routing == {"a": "2", "b": "1", "c": "2"}
+
+    # the routed champion (3) is challenged segment by segment: b goes to 4, a and c stay with 2, 1 drops out
+    again = promote(str(models["good_b"]), shards, policy=POLICY, bootstrap=20)
+    assert again.status == "routed" and again.routing_before == {"a": "2", "b": "1", "c": "2"}
+    assert again.decision.routing == {"a": "2", "b": "4", "c": "2"} and again.champion_after == "5"
+    routed = load_scorer(resolve_model_dir(f"models:/{REGISTERED_MODEL}/5"))
+    assert routed.routing == {"a": "2", "b": "4", "c": "2"} and sorted(routed.sources) == ["2", "4"]
+    frame = candidates(shards)
+    expected = np.empty(len(frame))
+    for version, model in (("2", models["good_a"]), ("4", models["good_b"])):
+        rows = frame["task"].map(routed.routing).eq(version).to_numpy()
+        expected[rows] = Scorer.load(model).predict(frame[rows].drop(columns=["task", "task_id"]))
+    np.testing.assert_allclose(routed.predict(frame.drop(columns=["task", "task_id"])), expected, atol=1e-5)
 
 
 def test_versions_on_different_backbones_are_refused_before_any_alias_moves(mlflow_store, shards, models, capsys):
