@@ -13,7 +13,9 @@ each pair is also run held out: the gates decide on half of each segment's test 
 example_id) and what they serve is measured on the other half (``held_out``).
 
 Run: python -m benchmarks.rollout_policy --shards demo-out/shards --model mtl_lora=demo-out/models/mtl_lora
-     --model lora=demo-out/models/lora [--model NAME=DIR ...] [--policy YAML] [--json PATH]
+     --model lora=demo-out/models/lora [--model NAME=DIR ...] [--reseed 1] [--policy YAML] [--json PATH]
+``--reseed S`` trains each model's recipe (the train config stored in its artifact) again with seed S
+into DIR-seedS (once; an existing one is reused) and adds it as NAME-seedS.
 """
 
 from __future__ import annotations
@@ -90,10 +92,24 @@ def totals(pairs: list[dict]) -> dict:
             "served_macro": {k: mean(k) for k in ("before", "whole", "per_segment")}}
 
 
+def reseeded(directory: Path, shards: Path, seed: int) -> Path:
+    """``directory``'s recipe trained again with ``seed``, in DIR-seedSEED (reused when there)."""
+    from models.artifact import META_FILE, read_metadata
+    from pipelines.training.config import TrainConfig
+    from pipelines.training.loop import train
+
+    out = Path(f"{directory}-seed{seed}")
+    if not (out / META_FILE).is_file():
+        print(f"training {out}", file=sys.stderr)
+        train(shards, out, TrainConfig(**{**read_metadata(directory)["train_config"], "seed": seed}))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", type=Path, required=True)
     parser.add_argument("--model", action="append", required=True, metavar="NAME=DIR")
+    parser.add_argument("--reseed", type=int, metavar="SEED", help="add each model's recipe trained with SEED")
     parser.add_argument("--policy", type=Path, default=ROOT / "configs" / "promotion.yaml")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
@@ -103,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
 
     policy = load_policy(args.policy)
     models = dict(m.split("=", 1) for m in args.model)
+    if args.reseed is not None:
+        models.update({f"{name}-seed{args.reseed}": str(reseeded(Path(directory), args.shards, args.reseed))
+                       for name, directory in list(models.items())})
     evaluations = {}
     for name, directory in models.items():
         print(f"evaluating {name}", file=sys.stderr)

@@ -83,8 +83,9 @@ def run_evaluation(model: str | Path, shards: str | Path, *, split: str = "test"
     report = evaluate_tasks(labels, scores, tasks, threshold=threshold, bootstrap=bootstrap, seed=seed,
                             task_order=scorer.task_names)
     meta = scorer.meta
+    metas = [s.meta for s in scorer.sources.values()] if isinstance(scorer, RoutedScorer) else [meta]
     report["model"] = {"uri": str(model), "dir": str(model_dir), "method": meta.get("method"),
-                       "digest": model_digest(model_dir), "calibrated": bool(meta.get("calibrators")),
+                       "digest": model_digest(model_dir), "calibrated": any(m.get("calibrators") for m in metas),
                        "training_run_id": training_run_id(str(model)),
                        "training_manifest_digest": (meta.get("data") or {}).get("manifest_digest")}
     report["data"] = {"shards": str(Path(shards).resolve()), "split": split, "rows": len(frame),

@@ -93,7 +93,7 @@ def load_policy(path: str | Path | None = None, **overrides: Any) -> GatePolicy:
     reject_unknown_keys(values, POLICY_FIELDS, "policy")
     for key, value in list(values.items()):
         kind = POLICY_FIELDS[key].type
-        if value is None and "None" in kind or kind == "str":
+        if (value is None and "None" in kind) or kind == "str":
             continue  # rollout: GatePolicy checks it
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"policy: {key} must be a number, got {value!r}")

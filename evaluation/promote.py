@@ -346,14 +346,21 @@ def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version:
     """The promotion status (promoted, routed, kept or already_champion) and the gate's decision, in the
     policy's rollout."""
     champion_report = champion_eval.report if champion_eval else None
+    if champion is not None and champion.version == version.version:
+        decision = decide(candidate_eval.report, None, policy, expected)
+        return "already_champion", Decision(True, [f"version {version.version} is already the champion"],
+                                            decision.per_task, decision.macro)
     if policy.rollout == "whole":
         decision = decide(candidate_eval.report, champion_report, policy, expected)
     else:
         decision = _decide_segments(candidate_eval, champion_eval, version, champion, policy, expected)
-    if champion is not None and champion.version == version.version:
-        return "already_champion", Decision(True, [f"version {version.version} is already the champion"],
-                                            decision.per_task, decision.macro, decision.segments,
-                                            decision.routing)
+    serves = sorted(t for t, v in (serving(champion.model_dir, champion.version) if champion else {}).items()
+                    if v == version.version)
+    if not decision.promote and serves and policy.rollout == "per_segment":  # a re-run of what made the champion
+        return "already_champion", Decision(True, [f"version {version.version} already serves {', '.join(serves)} "
+                                                   f"in the champion (version {champion.version}); no segment "
+                                                   "changes version"], segments=decision.segments,
+                                            routing=decision.routing)
     if not decision.promote:
         return "kept", decision
     routes_all = all(v == version.version for v in decision.routing.values())
@@ -364,9 +371,6 @@ def _decide_segments(candidate_eval: _Evaluated, champion_eval: _Evaluated | Non
                      champion: Version | None, policy: GatePolicy, expected: list[str]) -> Decision:
     """The per-segment decision, its routing over the candidate's task map: a segment of it without test
     rows keeps its version (the candidate's, if none serves it); one only the champion knows is dropped."""
-    if is_routed(read_metadata(version.model_dir)):
-        raise UserError(f"version {version.version} is a routed version: the per-segment rollout takes a trained "
-                        "model as candidate (roll back by moving the alias instead)")
     before = serving(champion.model_dir, champion.version) if champion is not None else {}
     paired = pd.DataFrame(columns=["task", "label", "candidate", "serving"])
     if champion_eval is not None:
@@ -398,11 +402,7 @@ def _move_aliases(client, version: Version, champion_version: str | None, status
     (:class:`ChampionMoved`)."""
     # both evaluations succeeded: from here on the registry changes, unless the decision is stale.
     # MLflow has no lock: this narrows the race between two promotions to the alias updates below.
-    now = _alias_version(client, CHAMPION)
-    if now != champion_version:
-        raise ChampionMoved(f"the champion moved from version {champion_version or 'none'} to {now or 'none'} "
-                            f"while version {version.version} was evaluated: nothing was promoted; run it again "
-                            "to compare with the new champion")
+    _champion_unmoved(client, champion_version, version)
     client.set_registered_model_alias(REGISTERED_MODEL, CHALLENGER, version.version)
     if status in ("promoted", "routed"):
         client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, champion_after)
@@ -414,9 +414,20 @@ def _move_aliases(client, version: Version, champion_version: str | None, status
                 client.set_model_version_tag(REGISTERED_MODEL, target, key, value)
 
 
+def _champion_unmoved(client, champion_version: str | None, version: Version) -> None:
+    """Raise :class:`ChampionMoved` when the champion is no longer the one the decision was made against."""
+    now = _alias_version(client, CHAMPION)
+    if now != champion_version:
+        raise ChampionMoved(f"the champion moved from version {champion_version or 'none'} to {now or 'none'} "
+                            f"while version {version.version} was evaluated: nothing was promoted; run it again "
+                            "to compare with the new champion")
+
+
 def _routed_champion(client, decision: Decision, version: Version, champion: Version | None, data: dict[str, Any],
                      shards: Path) -> dict[str, Any]:
-    """The routed version serving ``decision.routing`` (registered unless one has the same digest)."""
+    """The routed version serving ``decision.routing`` (registered unless one has the same digest), made only
+    while the champion is still the one decided against."""
+    _champion_unmoved(client, champion.version if champion else None, version)
     made_of = {version.version: version.model_dir}
     if champion is not None:
         made_of[champion.version] = champion.model_dir
@@ -451,6 +462,10 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
     version = resolve_candidate(candidate, client, lambda model_dir: input_example(model_dir, shards, split))
     champion_version = _alias_version(client, CHAMPION)
     champion = _registered(client, champion_version) if champion_version else None
+    if (policy.rollout == "per_segment" and version.version != champion_version
+            and is_routed(read_metadata(version.model_dir))):
+        raise UserError(f"version {version.version} is a routed version: the per-segment rollout takes a trained "
+                        "model as candidate (roll back by moving the alias instead)")
 
     candidate_eval, champion_eval = _evaluate_both(client, experiment_id, evaluate, version, champion, shards, data,
                                                    need_scores=policy.rollout == "per_segment")

@@ -51,16 +51,18 @@ def register_routed(client, routing: Mapping[str, str], made_of: Mapping[str, Pa
     with tempfile.TemporaryDirectory(prefix="adsrel-routed-") as tmp:
         try:
             model_dir = write_routed(Path(tmp) / "model", routing, sources, task_map_of=task_map_of,
-                                     data={"manifest_digest": data["manifest_digest"], "split": data["split"]})
+                                     decision_data={"manifest_digest": data["manifest_digest"],
+                                                    "split": data["split"]})
         except ArtifactError as exc:
             raise UserError(f"cannot route the segments as decided: {exc}") from None
         digest = model_digest(model_dir)
-        known = find_version(digest)
-        if known is not None:
-            return known, digest, False
-        version = str(log_model(model_dir, input_example=example(model_dir) if example else None).version)
+        version = find_version(digest)
+        registered_now = version is None
+        if registered_now:
+            version = str(log_model(model_dir, input_example=example(model_dir) if example else None).version)
+    # on a version found by its digest too: a registration that stopped before its tags gets them now
     client.set_model_version_tag(REGISTERED_MODEL, version, ROUTING_TAG, routing_tag(routing))
     client.set_model_version_tag(REGISTERED_MODEL, version, SOURCES_TAG,
                                  ",".join(sorted(set(routing.values()), key=int)))
     client.update_model_version(REGISTERED_MODEL, version, description=description(routing, segments, data))
-    return version, digest, True
+    return version, digest, registered_now

@@ -111,6 +111,8 @@ def decide_segments(candidate: Mapping[str, Any] | None, serving_report: Mapping
                         macro=macro, routing=routing)
     kept = sorted(set(segments) - set(taken))
     summary = f"takes {len(taken)} of {len(segments)} segments ({', '.join(taken)})"
+    if not serving:
+        summary = f"first model: macro ROC AUC {macro['candidate']:.4f} >= floor {policy.macro_floor}; " + summary
     if kept:
         summary += "; " + ", ".join(f"{t} stays with version {segments[t]['to']}" for t in kept)
     return Decision(True, [summary], segments=segments, macro=macro, routing=routing)

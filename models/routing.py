@@ -130,7 +130,7 @@ def write_routed(directory: str | Path, routing: Mapping[str, str], sources: Map
                  task_map_of: str, **metadata: Any) -> Path:
     """Write the routed artifact that serves each task of ``routing`` (task -> version) with that
     version's parameters. ``task_map_of`` names the source whose task map routes rows to tasks;
-    ``metadata`` (e.g. the data the decision was made on) is stored beside the routing."""
+    ``metadata`` (e.g. ``decision_data``: the data the decision was made on) is stored beside the routing."""
     metas = _check_sources(routing, sources)
     if task_map_of not in metas:
         raise ArtifactError(f"the task map's version {task_map_of} serves no task")
@@ -197,7 +197,10 @@ class RoutedScorer(CandidateScoring):
     def predict(self, frame: pd.DataFrame, *, merge: bool = True) -> np.ndarray:
         names = np.asarray(self.task_names, dtype=object)[self.task_ids(frame)]
         versions = np.asarray(self.source_versions(names), dtype=object)
-        probs = np.empty(len(frame), dtype=np.float64)
+        unrouted = sorted(set(names[versions == None]))  # noqa: E711 - elementwise
+        if unrouted:
+            raise ValueError(f"no version serves task(s) {', '.join(unrouted)} in this routed model")
+        probs = np.full(len(frame), np.nan)
         for version, scorer in self.sources.items():
             rows = np.flatnonzero(versions == version)
             if rows.size:  # by task name: the source's own task ids, text and calibrators

@@ -169,6 +169,8 @@ class Scorer(CandidateScoring):
         from transformers import AutoTokenizer
 
         meta = read_metadata(model_dir)
+        if meta.get("method") == "routed":
+            raise ArtifactError(f"{model_dir} is a routed model: load it with models.routing.load_scorer")
         if tokenizer is None:
             tokenizer_dir = Path(model_dir) / TOKENIZER_DIR
             if not tokenizer_dir.is_dir():

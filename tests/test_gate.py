@@ -216,6 +216,7 @@ def test_per_segment_floors_hold():
     # no champion at all: every segment goes to the candidate (a first model)
     first = segments({"a": 0.8, "b": 0.7, "c": 0.6}, {}, {}, serving={})
     assert first.promote and first.routing == dict.fromkeys(TASKS, "2")
+    assert first.reasons[0].startswith("first model: macro ROC AUC 0.7000 >= floor 0.55; takes 3 of 3 segments")
 
 
 def test_a_policy_s_rollout_is_checked():

@@ -142,9 +142,14 @@ def test_the_same_candidate_again_moves_nothing_and_moving_the_alias_back_rolls_
     before = registry()
     routed_before = {**routed["second"].routed, "registered_now": False}
     again = promote(str(models["new"]), shards, policy=POLICY, bootstrap=20)
-    assert again.status == "kept" and again.champion_after == "3" and again.routed is None
+    assert again.status == "already_champion" and again.exit_code == 0 and again.champion_after == "3"
+    assert again.routed is None and again.decision.reasons[0].startswith("version 2 already serves a in the champion")
     assert again.decision.segments["a"]["reason"] == "the candidate serves it already"
-    assert registry()["versions"] == before["versions"] and registry()["aliases"] == before["aliases"]
+    assert registry() == before  # versions, aliases and every tag as they were
+    # the routed champion itself as candidate: already the champion, nothing evaluated or moved
+    assert promote("models:/ads-relevance@champion", shards, policy=POLICY, bootstrap=20).status == "already_champion"
+    assert registry()["versions"] == before["versions"] and registry()["aliases"]["champion"] == "3"
+    mlflow.MlflowClient().set_registered_model_alias(REGISTERED_MODEL, "challenger", "2")
 
     frame = candidates(shards)
     frame[[*SIGNATURE, "ad_id"]].to_parquet(tmp_path / "c.parquet", index=False)
@@ -191,6 +196,13 @@ def test_shadow_scores_beside_the_score_with_a_per_segment_comparison(routed, sh
         assert on_spark["shadow"]["tasks"][task] == pytest.approx(row, abs=1e-5)
     spark_rows = ds.dataset(tmp_path / "spark" / "scores").to_table().to_pandas().set_index("ad_id").loc[frame.ad_id]
     np.testing.assert_allclose(spark_rows.shadow_score, shadowed.shadow_score, atol=1e-5)
+
+    # no row scored (every one rejected): an empty comparison, not a failure
+    frame[[*SIGNATURE, "ad_id"]].assign(vertical="zz").to_parquet(tmp_path / "unmapped.parquet", index=False)
+    assert main(["score", "--model", "models:/ads-relevance@champion", "--candidates",
+                 str(tmp_path / "unmapped.parquet"), "--engine", "local", "--output", str(tmp_path / "none"),
+                 "--shadow", "models:/ads-relevance/1"]) == 0
+    assert json.loads((tmp_path / "none" / "summary.json").read_text())["shadow"]["tasks"] == {}
 
     # a shadow that cannot be resolved, or cannot load, fails the run and leaves the output as it was
     before = (tmp_path / "shadow" / "summary.json").read_bytes()
