@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from evaluation.drift import reference
 from evaluation.metrics import evaluate_tasks
 from evaluation.registry import resolve_model_dir, training_run_id
 from evaluation.tracking import (
@@ -28,6 +29,7 @@ from evaluation.tracking import (
     MODEL_DIGEST_TAG,
     MODEL_URI_TAG,
     PLOTS_DIR,
+    REFERENCE_ARTIFACT,
     REPORT_ARTIFACT,
     SCORES_ARTIFACT,
     SPLIT_TAG,
@@ -172,8 +174,10 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
                    model: Any = None) -> str:
     """Record ``report`` in MLflow and return the run id: in ``run_id`` if given, else a new run of the
     ads-relevance experiment. Tags name the model (uri, digest, its training run) and the data
-    (manifest digest, split). ``scored`` (task, label, score rows) adds ROC/PR/calibration plots;
-    ``model`` (or the report's model directory) adds the MTL-LoRA structure plots."""
+    (manifest digest, split). ``scored`` (example_id, task, label, score rows) adds ROC/PR/calibration
+    plots, is kept as SCORES_ARTIFACT (the per-segment gate pairs two models' scores on it) and its
+    distribution per segment as REFERENCE_ARTIFACT (evaluation/drift.py: what monitoring compares a day
+    with); ``model`` (or the report's model directory) adds the MTL-LoRA structure plots."""
     import mlflow
 
     from evaluation.plots import write_plots
@@ -208,6 +212,8 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
             with tempfile.TemporaryDirectory(prefix="adsrel-scores-") as tmp:
                 scored.to_parquet(Path(tmp) / SCORES_ARTIFACT, index=False)
                 mlflow.log_artifact(str(Path(tmp) / SCORES_ARTIFACT))
+            mlflow.log_dict(reference(scored["score"].to_numpy(), scored["task"].to_numpy(dtype=object)),
+                            REFERENCE_ARTIFACT)
         with tempfile.TemporaryDirectory(prefix="adsrel-plots-") as tmp:
             kwargs = {}
             if scored is not None:

@@ -26,6 +26,8 @@ TABLE_ARTIFACT = "evaluation_table.json"
 MARKDOWN_ARTIFACT = "evaluation_table.md"
 # each evaluated row's example_id, task, label and score: what the per-segment gate pairs two models on
 SCORES_ARTIFACT = "evaluation_scores.parquet"
+# per segment, the distribution of those scores (evaluation/drift.py): what monitoring compares a day with
+REFERENCE_ARTIFACT = "score_reference.json"
 PLOTS_DIR = "plots"
 
 

@@ -31,6 +31,7 @@ VERB_MODULES = (
     "pipelines.commands.evaluate",
     "pipelines.commands.promote",
     "pipelines.commands.score",
+    "pipelines.commands.monitor",
     "pipelines.commands.demo",
 )
 # Verbs that keep their own log (the demo's is under its workdir).

@@ -93,6 +93,10 @@ def test_cli_reports_every_task_and_metric_and_logs_to_mlflow(trained, shards, t
     assert {"task", "roc_auc", "note"} <= set(table["columns"]) and len(table["data"]) == 5
     assert "| c |" in (local / "evaluation_table.md").read_text()
     assert json.loads((local / "evaluation_report.json").read_text())["tasks"]["a"] == report["tasks"]["a"]
+    scored = pq.read_table(local / "evaluation_scores.parquet")  # what the per-segment gate pairs
+    assert scored.num_rows == report["data"]["rows"] and scored.column_names == ["example_id", "task", "label", "score"]
+    ref = json.loads((local / "score_reference.json").read_text())  # what monitoring compares a day with
+    assert ref["tasks"]["a"]["rows"] == report["tasks"]["a"]["n"] == sum(ref["tasks"]["a"]["counts"])
     plots = {p.name: p.stat().st_size for p in (local / "plots").glob("*.png")}
     for name in ("roc.png", "pr.png", "calibration.png", "roc_auc_by_task.png", "mtl_mixing_concentration.png",
                  "mtl_lambda_shift.png", "mtl_lambda_similarity.png"):

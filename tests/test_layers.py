@@ -48,6 +48,7 @@ SIDEWAYS = {
     "data": ("pipelines.training", "pipelines.scoring"),
     "training": ("pipelines.scoring", "pipelines.data"),
     "scoring": ("pipelines.training", "pipelines.data.synth", "pipelines.data.prepare"),
+    "monitoring": ("pipelines.training", "pipelines.scoring", "pipelines.data"),
 }
 
 
