@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from features.config_file import read_yaml_mapping, reject_unknown_keys
+from features.config_file import read_yaml_mapping, reject_unknown_keys, typed_numbers
 from features.errors import UserError
 
 TIE_TOLERANCE = 1e-9
@@ -91,18 +91,7 @@ def load_policy(path: str | Path | None = None, **overrides: Any) -> GatePolicy:
     values = read_yaml_mapping(path, "policy", "gate keys") if path else {}
     values.update(overrides)
     reject_unknown_keys(values, POLICY_FIELDS, "policy")
-    for key, value in list(values.items()):
-        kind = POLICY_FIELDS[key].type
-        if (value is None and "None" in kind) or kind == "str":
-            continue  # rollout: GatePolicy checks it
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"policy: {key} must be a number, got {value!r}")
-        if kind == "int":
-            if value != int(value):
-                raise UserError(f"policy: {key} must be an integer, got {value!r}")
-            values[key] = int(value)
-        else:
-            values[key] = float(value)
+    values = typed_numbers(values, POLICY_FIELDS, "policy")  # rollout, a string: GatePolicy checks it
     return GatePolicy(**values)
 
 

@@ -42,3 +42,20 @@ def reject_unknown_keys(values: Mapping[str, Any], known: Iterable[str], what: s
     unknown = sorted(set(values) - set(known))
     if unknown:
         raise UserError(f"{what}: unknown key {unknown[0]!r} (known: {', '.join(known)})")
+
+
+def typed_numbers(values: Mapping[str, Any], fields: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """``values`` with each number made the type its dataclass field declares (``int`` or ``float``); a
+    non-number is a one-line error. Fields of other types (strings) and None where the field allows it
+    are left for the dataclass to check."""
+    out = dict(values)
+    for key, value in values.items():
+        kind = fields[key].type
+        if (value is None and "None" in kind) or kind not in ("int", "float", "float | None", "int | None"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise UserError(f"{what}: {key} must be a number, got {value!r}")
+        if kind.startswith("int") and value != int(value):
+            raise UserError(f"{what}: {key} must be an integer, got {value!r}")
+        out[key] = int(value) if kind.startswith("int") else float(value)
+    return out

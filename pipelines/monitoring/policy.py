@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from features.config_file import read_yaml_mapping, reject_unknown_keys
+from features.config_file import read_yaml_mapping, reject_unknown_keys, typed_numbers
 from features.errors import UserError
 
 
@@ -40,10 +40,5 @@ def load_monitor_policy(path: str | Path | None = None) -> MonitorPolicy:
     """The thresholds of a YAML file (every key optional), else the defaults."""
     values = read_yaml_mapping(path, "monitoring policy", "thresholds") if path else {}
     reject_unknown_keys(values, FIELDS, "monitoring policy")
-    for key, value in values.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-            raise UserError(f"monitoring policy: {key} must be a number, got {value!r}")
-        if FIELDS[key].type == "int" and value != int(value):
-            raise UserError(f"monitoring policy: {key} must be an integer, got {value!r}")
-        values[key] = int(value) if FIELDS[key].type == "int" else float(value)
+    values = typed_numbers(values, FIELDS, "monitoring policy")
     return MonitorPolicy(**values)
