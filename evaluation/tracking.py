@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 EXPERIMENT = "ads-relevance"
+MONITORING_EXPERIMENT = "ads-relevance-monitoring"  # one run per monitored day (pipelines/monitoring)
 
 # Tags of an evaluation run (besides stage=evaluate): which model, which data, which split.
 MODEL_URI_TAG = "adsrel.model_uri"
@@ -53,13 +54,14 @@ def artifact_location(uri: str) -> str | None:
     return (Path(database).resolve().parent / "mlruns").as_uri()
 
 
-def experiment_id() -> str:
-    """The ads-relevance experiment (MLFLOW_EXPERIMENT_NAME overrides it, as in MLflow) on the tracking
-    URI of MLFLOW_TRACKING_URI (or MLflow's default), created with :func:`artifact_location` if new."""
+def experiment_id(name: str | None = None) -> str:
+    """The experiment ``name``, by default ads-relevance (MLFLOW_EXPERIMENT_NAME overrides that, as in
+    MLflow), on the tracking URI of MLFLOW_TRACKING_URI (or MLflow's default), created with
+    :func:`artifact_location` if new."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
+    name = name or os.environ.get("MLFLOW_EXPERIMENT_NAME") or EXPERIMENT
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:

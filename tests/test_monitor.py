@@ -109,7 +109,19 @@ def test_a_day_quiet_then_a_broken_feed_a_vanished_segment_and_a_renamed_market(
     assert code == 4 and report["tasks"]["b"]["status"] == "alert", report["tasks"]
     assert report["tasks"]["a"]["status"] == report["tasks"]["c"]["status"] == "ok"
     assert any(line.startswith("adsrel monitor: alert: b: psi") for line in err), err
-    assert json.loads((tmp_path / "r.json").read_text()) == report
+    assert {k: v for k, v in report.items() if k != "mlflow_run_id"} == json.loads((tmp_path / "r.json").read_text())
+    # in MLflow: a run of the monitoring experiment, its metrics at the scored day's step
+    import mlflow
+
+    from pipelines.monitoring.tracking import day_step
+
+    client = mlflow.MlflowClient()
+    run = client.get_run(report["mlflow_run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == "ads-relevance-monitoring"
+    assert run.data.tags["adsrel.status"] == "alert" and run.data.metrics["monitor/b/psi"] > 0.25
+    (point,) = client.get_metric_history(run.info.run_id, "monitor/b/psi")
+    assert point.step == day_step(report["scored_at"]) > 20_000  # days since 1970
+    assert "monitor/rejected_share" in run.data.metrics and "monitor/a/rows" in run.data.metrics
 
     code, report, _ = monitor(world, "--scored", str(day(world, "vanished", normal[normal.task != "c"])), "--previous",
                               str(base), capsys=capsys)

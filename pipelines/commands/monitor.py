@@ -16,7 +16,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "evaluation split, kept by its evaluation run) and, with --previous, against the previous output; the "
         "segment's volume against the previous output; the rejected share of the input. Thresholds: --policy "
         "(configs/monitoring.yaml's keys). The report JSON is printed on stdout and written to --report; one line "
-        "per alerting measure on stderr. Scores are never touched. MLFLOW_TRACKING_URI or ./mlflow.db.",
+        "per alerting measure on stderr; the day is logged as a run of the MLflow experiment "
+        "ads-relevance-monitoring (metrics monitor/<task>/psi, rows, mean_score and monitor/rejected_share, "
+        "with the scored day as the step). Scores are never touched. MLFLOW_TRACKING_URI or ./mlflow.db.",
         epilog=f"exit codes: 0 ok or warn, {ALERT_EXIT} alert (a segment or the rejected share crossed an alert "
         "threshold), 2 user error (a missing or incomplete output, a bad policy).",
     )
@@ -24,6 +26,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--previous", metavar="DIR", help="the previous scored output, for volume and day-over-day PSI")
     p.add_argument("--policy", metavar="YAML", help="thresholds (every key optional; see configs/monitoring.yaml)")
     p.add_argument("--report", metavar="JSON", help="also write the report here")
+    p.add_argument("--no-mlflow", dest="mlflow", action="store_false",
+                   help="do not log the day to the MLflow experiment ads-relevance-monitoring")
     p.set_defaults(func=run)
 
 
@@ -34,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
 
     report = run_monitor(args.scored, previous=args.previous, policy=load_monitor_policy(args.policy),
                          report_path=args.report)
+    if args.mlflow:
+        from pipelines.monitoring.tracking import log_monitor
+
+        report["mlflow_run_id"] = log_monitor(report)
     print(json.dumps(report, sort_keys=True, default=str))
     for task, row in report["tasks"].items():
         psi = "-" if row["psi"] is None else f"{row['psi']:.3f}"

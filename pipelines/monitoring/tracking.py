@@ -1,0 +1,50 @@
+"""A monitored day in MLflow, for analysts: a run of the ads-relevance-monitoring experiment whose
+metrics are logged with the scored day as the step, so the UI draws each segment's series over days."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from evaluation.tracking import MONITORING_EXPERIMENT, experiment_id
+
+REPORT_ARTIFACT = "monitor_report.json"
+EPOCH = date(1970, 1, 1)
+
+
+def scored_day(scored_at: str | None) -> date:
+    """The day of a scored output's scored_at (today without one)."""
+    return datetime.fromisoformat(scored_at).date() if scored_at else date.today()
+
+
+def day_step(scored_at: str | None) -> int:
+    """The step of a scored day: days since 1970-01-01."""
+    return (scored_day(scored_at) - EPOCH).days
+
+
+def metric_items(report: dict[str, Any]) -> dict[str, float]:
+    """``monitor/<task>/psi``, ``/psi_previous``, ``/rows``, ``/mean_score`` and ``monitor/rejected_share``
+    (the figures the report has)."""
+    out: dict[str, float] = {}
+    for task, row in report["tasks"].items():
+        for key in ("psi", "psi_previous", "rows", "mean_score"):
+            if row.get(key) is not None:
+                out[f"monitor/{task}/{key}"] = float(row[key])
+    if report["rejected"]["share"] is not None:
+        out["monitor/rejected_share"] = float(report["rejected"]["share"])
+    return out
+
+
+def log_monitor(report: dict[str, Any]) -> str:
+    """Record ``report`` as a run of the monitoring experiment; returns its id."""
+    import mlflow
+
+    day = scored_day(report.get("scored_at"))
+    model = report.get("model") or {}
+    with mlflow.start_run(experiment_id=experiment_id(MONITORING_EXPERIMENT), run_name=f"monitor-{day}") as run:
+        mlflow.set_tags({"stage": "monitor", "adsrel.status": report["status"], "adsrel.scored_date": str(day),
+                         "adsrel.model_version": str(model.get("version")), "adsrel.scored": report["scored"]})
+        for key, value in metric_items(report).items():
+            mlflow.log_metric(key, value, step=day_step(report.get("scored_at")))
+        mlflow.log_dict(report, REPORT_ARTIFACT)
+        return run.info.run_id
