@@ -57,7 +57,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Each benchmark is a module of benchmarks/ run with `python -m`; add yours to the list.
-BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.train_throughput benchmarks.score_throughput benchmarks.serving_latency benchmarks.routed_scoring
+BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.train_throughput benchmarks.score_throughput benchmarks.serving_latency benchmarks.routed_scoring benchmarks.monitor_cost
 
 bench: install
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m $$b || exit 1; done

@@ -8,6 +8,11 @@ environment sets it. Output: ``<output_root>/<YYYY-MM-DD>/`` of the run's logica
 ``scores/``, ``rejected/reason=<reason>/`` and ``summary.json`` (written last). A re-run of a date
 replaces that date's output.
 
+Then ``adsrel monitor`` judges the date per segment against the champion's reference and the latest
+earlier scored date under ``output_root`` (``<date>/monitor.json``, and a run of the MLflow experiment
+ads-relevance-monitoring). An alert (exit 4) fails the monitor task without retries, so the
+scheduler's failure notification reaches on-call; the scores stay written and the score task green.
+
 This file imports only Airflow, the standard library and its sibling adsrel_cli.py.
 """
 
@@ -18,6 +23,7 @@ import json
 
 from adsrel_cli import PROMOTED_MODEL, REPO, RETRIES, adsrel, log, read_json, run_dir, spark_master
 from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, Param, task
+from airflow.sdk.exceptions import AirflowFailException
 
 with DAG(
     dag_id="ads_relevance_batch_score",
@@ -34,6 +40,8 @@ with DAG(
                              description="scores go to <output_root>/<YYYY-MM-DD>/"),
         "model": Param("models:/ads-relevance@champion", type="string", minLength=1,
                        description="model URI or directory"),
+        "monitoring_policy": Param(None, type=["null", "string"],
+                                   description="monitoring thresholds YAML (null: configs/monitoring.yaml's defaults)"),
     },
     tags=["adsrel"],
     doc_md=__doc__,
@@ -49,4 +57,21 @@ with DAG(
         log.info("summary: %s", json.dumps(summary, sort_keys=True))
         return summary
 
-    score()
+    @task(execution_timeout=datetime.timedelta(hours=1), retries=0)
+    def monitor(params=None, **context) -> dict:
+        """<date> per segment against the reference and the previous date; an alert fails this task."""
+        out = run_dir(params["output_root"], context)
+        earlier = sorted(d for d in out.parent.glob("????-??-??")
+                         if d.name < out.name and (d / "summary.json").is_file())
+        previous = ["--previous", str(earlier[-1])] if earlier else []
+        policy = ["--policy", params["monitoring_policy"]] if params["monitoring_policy"] else []
+        code = adsrel("monitor", "--scored", str(out), *previous, *policy, "--report", str(out / "monitor.json"),
+                      ok=(0, 4), final=(2,))
+        report = read_json(out / "monitor.json")
+        for task_name, row in sorted(report["tasks"].items()):
+            log.info("monitor %s: %s, %s rows, PSI %s", task_name, row["status"], row["rows"], row["psi"])
+        if code == 4:  # the scores stay; on-call is told which segment and measure
+            raise AirflowFailException("monitor alert: " + "; ".join(report["alerts"]))
+        return {"status": report["status"], "alerts": report["alerts"]}
+
+    score() >> monitor()

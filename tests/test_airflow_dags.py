@@ -151,11 +151,13 @@ def test_batch_score_dag_is_daily_and_on_the_promoted_model(bag):
     assert dag["schedule"] == {"type": "AssetOrTimeSchedule", "cron": "0 0 * * *",
                                "assets": ["ads_relevance_champion"]}
     assert dag["max_active_runs"] == 1
-    assert set(dag["params"]) == {"candidates", "output_root", "model"}
-    assert dag["params"]["model"] == "models:/ads-relevance@champion"
+    assert set(dag["params"]) == {"candidates", "output_root", "model", "monitoring_policy"}
+    assert dag["params"]["model"] == "models:/ads-relevance@champion" and dag["params"]["monitoring_policy"] is None
     assert dag["checked_params"] == {"candidates=None": "rejected", "candidates=/c.parquet": "accepted"}
-    (task,) = dag["tasks"].values()
-    assert task["retries"] >= 1 and task["timeout_s"] and task["backoff"] > 1
+    tasks = dag["tasks"]
+    assert {t: v["upstream"] for t, v in tasks.items()} == {"score": [], "monitor": ["score"]}
+    assert tasks["score"]["retries"] >= 1 and tasks["score"]["timeout_s"] and tasks["score"]["backoff"] > 1
+    assert tasks["monitor"]["retries"] == 0 and tasks["monitor"]["timeout_s"]  # an alert is not retried
 
 
 # A stand-in for adsrel: records its argv, writes what the real one writes to --report (and prints it

@@ -38,7 +38,7 @@ WEEK_ROWS, CANDIDATES = 3000, 300
 TRAIN_SET = ["max_steps=8", "batch_size=8", "max_length=32", "eval_every=8"]
 PERMISSIVE_POLICY = "macro_floor: 0.0\nmin_task_rows: 1\nmin_task_positives: 1\nmin_task_negatives: 1\n"
 CANDIDATE_COLUMNS = ["query", "ad_id", "ad_title", "ad_description", "display_url", "market", "vertical"]
-WEEK1, WEEK2, SCORE_DAY = "2026-01-04", "2026-01-11", "2026-01-05"
+WEEK1, WEEK2, SCORE_DAY, NEXT_DAY = "2026-01-04", "2026-01-11", "2026-01-05", "2026-01-06"
 
 
 @dataclass
@@ -98,14 +98,18 @@ def world(tmp_path_factory):
         server_log.close()
 
 
-def dags_test(world: World, dag_id: str, date: str, conf: dict) -> str:
-    """`airflow dags test DAG DATE -c CONF`: the run must succeed; returns its log (the task logs too)."""
+def dags_test(world: World, dag_id: str, date: str, conf: dict, *, succeeds: bool = True) -> str:
+    """`airflow dags test DAG DATE -c CONF`: the run must succeed (or, ``succeeds=False``, fail); returns
+    its log (the task logs too)."""
     done = subprocess.run([str(AIRFLOW), "dags", "test", dag_id, date, "-c", json.dumps(conf)], env=world.env,
                           cwd=world.root, capture_output=True, text=True, timeout=1200)
     log = done.stdout + done.stderr
     (world.root / f"{dag_id}-{date}-{time.monotonic_ns()}.log").write_text(log)
-    assert done.returncode == 0, f"{dag_id} {date} failed:\n{log[-6000:]}"
-    assert "state=success" in log
+    if succeeds:
+        assert done.returncode == 0, f"{dag_id} {date} failed:\n{log[-6000:]}"
+        assert "state=success" in log and "DagRun failed" not in log
+    else:
+        assert "DagRun failed" in log, log[-6000:]
     return log
 
 
@@ -167,11 +171,16 @@ def test_week1_again_changes_nothing(world):
     assert len(asset_events(world)) == 1
 
 
-def test_batch_score_writes_scores_with_the_champion(world):
+def test_batch_score_writes_scores_with_the_champion_and_monitors_them(world):
     assert world.done.get("week1"), "week 1 did not complete"
+    (world.root / "quiet.yaml").write_text("psi_warn: 50\npsi_alert: 100\nrejected_share_warn: 0.9\n"
+                                           "rejected_share_alert: 1.0\n")
     conf = {"candidates": str(world.root / "candidates.parquet"), "output_root": str(world.root / "scores"),
-            "model": "models:/ads-relevance@champion"}
-    dags_test(world, "ads_relevance_batch_score", SCORE_DAY, conf)
+            "model": "models:/ads-relevance@champion", "monitoring_policy": str(world.root / "quiet.yaml")}
+    log = dags_test(world, "ads_relevance_batch_score", SCORE_DAY, conf)
+    monitored = json.loads((world.root / "scores" / SCORE_DAY / "monitor.json").read_text())
+    assert monitored["status"] in ("ok", "no_verdict") and monitored["previous"] is None
+    assert f"$ {ADSREL} monitor --scored {world.root / 'scores' / SCORE_DAY}" in log
     import pyarrow.dataset as ds
 
     day = world.root / "scores" / SCORE_DAY
@@ -188,6 +197,19 @@ def test_batch_score_writes_scores_with_the_champion(world):
     assert input_rows == CANDIDATES == summary["scored"] + sum(rejected.values())
     for reason, n in rejected.items():
         assert ds.dataset(day / "rejected" / f"reason={reason}").count_rows() == n
+
+
+def test_a_monitor_alert_fails_its_task_and_the_scores_stay(world):
+    assert (world.root / "scores" / SCORE_DAY / "monitor.json").is_file(), "the first scored day did not complete"
+    (world.root / "strict.yaml").write_text("min_rows: 1\npsi_warn: 0.0\npsi_alert: 0.0\n")  # any shift alerts
+    conf = {"candidates": str(world.root / "candidates.parquet"), "output_root": str(world.root / "scores"),
+            "model": "models:/ads-relevance@champion", "monitoring_policy": str(world.root / "strict.yaml")}
+    log = dags_test(world, "ads_relevance_batch_score", NEXT_DAY, conf, succeeds=False)
+    day = world.root / "scores" / NEXT_DAY
+    assert json.loads((day / "summary.json").read_text())["scored"] > 0  # the scores stay written
+    monitored = json.loads((day / "monitor.json").read_text())
+    assert monitored["status"] == "alert" and monitored["previous"] == str(world.root / "scores" / SCORE_DAY)
+    assert "monitor alert: " in log and "AirflowFailException" in log
 
 
 def test_week2_trains_a_new_model_promoted_routed_or_kept_with_reasons(world):
