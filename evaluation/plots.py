@@ -257,6 +257,26 @@ def lambda_similarity_figure(model: Any, task_names: Sequence[str], segments: Se
     return fig
 
 
+def distribution_figure(task: str, today: Mapping[str, Any], others: Mapping[str, Mapping[str, Any] | None],
+                        title: str = "") -> Figure:
+    """A segment's score distribution today against others (reference, previous day): the share of rows
+    per fixed bin (evaluation/drift.py) as step lines over [0, 1]."""
+    fig, ax = plt.subplots(figsize=(6.4, 3.6))
+    for name, dist in {"today": today, **others}.items():
+        if not dist or not dist.get("rows"):
+            continue
+        counts = np.asarray(dist["counts"], dtype=np.float64)
+        edges = np.linspace(0.0, 1.0, counts.size + 1)
+        ax.stairs(counts / counts.sum(), edges, label=f"{name} ({dist['rows']:,} rows)",
+                  linewidth=2.0 if name == "today" else 1.2)
+    ax.set_xlabel("score")
+    ax.set_ylabel("share of rows")
+    ax.set_title(f"{task}{': ' + title if title else ''}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def save(fig: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

@@ -122,6 +122,9 @@ def test_a_day_quiet_then_a_broken_feed_a_vanished_segment_and_a_renamed_market(
     (point,) = client.get_metric_history(run.info.run_id, "monitor/b/psi")
     assert point.step == day_step(report["scored_at"]) > 20_000  # days since 1970
     assert "monitor/rejected_share" in run.data.metrics and "monitor/a/rows" in run.data.metrics
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/b.png"}  # the alerting segment's distribution against its reference
+    assert report["tasks"]["b"]["counts"]["reference"] and report["tasks"]["b"]["counts"]["previous"]
 
     code, report, _ = monitor(world, "--scored", str(day(world, "vanished", normal[normal.task != "c"])), "--previous",
                               str(base), capsys=capsys)

@@ -63,13 +63,17 @@ def run_monitor(scored: str | Path, *, previous: str | Path | None = None, polic
     today = read_scored(scored)
     before = read_scored(previous) if previous else None
     summary = today["summary"]
-    report = judge(today["tasks"], references(mlflow.MlflowClient(), today["tasks"]),
-                   before["tasks"] if before else None, summary.get("rejected") or {},
+    refs = references(mlflow.MlflowClient(), today["tasks"])
+    report = judge(today["tasks"], refs, before["tasks"] if before else None, summary.get("rejected") or {},
                    int(summary.get("input_rows") or 0), policy)
     report.update(scored=str(Path(scored).resolve()), previous=str(Path(previous).resolve()) if previous else None,
                   scored_at=summary.get("scored_at"), model=summary.get("model"))
     for task, row in report["tasks"].items():
         row["source_version"] = (today["tasks"].get(task) or {}).get("source_version")
+        # the counts per fixed bin behind the PSIs: the report alone can draw them
+        row["counts"] = {"today": (today["tasks"].get(task) or {}).get("counts"),
+                         "reference": (refs.get(task) or {}).get("counts"),
+                         "previous": ((before or {}).get("tasks", {}).get(task) or {}).get("counts")}
     if report_path:
         try:
             Path(report_path).parent.mkdir(parents=True, exist_ok=True)

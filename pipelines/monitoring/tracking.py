@@ -3,12 +3,15 @@ metrics are logged with the scored day as the step, so the UI draws each segment
 
 from __future__ import annotations
 
+import tempfile
 from datetime import date, datetime
+from pathlib import Path
 from typing import Any
 
 from evaluation.tracking import MONITORING_EXPERIMENT, experiment_id
 
 REPORT_ARTIFACT = "monitor_report.json"
+PLOTS_DIR = "plots"
 EPOCH = date(1970, 1, 1)
 
 
@@ -47,4 +50,25 @@ def log_monitor(report: dict[str, Any]) -> str:
         for key, value in metric_items(report).items():
             mlflow.log_metric(key, value, step=day_step(report.get("scored_at")))
         mlflow.log_dict(report, REPORT_ARTIFACT)
+        with tempfile.TemporaryDirectory(prefix="adsrel-monitor-plots-") as tmp:
+            if write_plots(Path(tmp), report):
+                mlflow.log_artifacts(tmp, PLOTS_DIR)
         return run.info.run_id
+
+
+def write_plots(directory: Path, report: dict[str, Any]) -> list[Path]:
+    """For every segment that warns or alerts, its distribution today against the reference and the
+    previous day (``<task>.png``)."""
+    from evaluation.plots import distribution_figure, save
+
+    written = []
+    for task, row in sorted(report["tasks"].items()):
+        counts = row.get("counts") or {}
+        if row["status"] not in ("warn", "alert") or not counts.get("today"):
+            continue
+        dists = {name: {"counts": c, "rows": int(sum(c))} if c else None for name, c in counts.items()}
+        title = f"{row['status']}: " + "; ".join(row["reasons"])
+        written.append(save(distribution_figure(task, dists["today"], {"reference": dists["reference"],
+                                                                      "previous day": dists["previous"]}, title),
+                            directory / f"{task}.png"))
+    return written
