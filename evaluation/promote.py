@@ -38,6 +38,7 @@ import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,14 @@ from evaluation.registry import (
 )
 from evaluation.routed_version import register_routed
 from evaluation.segment_gate import decide_segments, paired_scores
-from evaluation.tracking import EVAL_IDENTITY_TAGS, MODEL_DIGEST_TAG, REPORT_ARTIFACT, SCORES_ARTIFACT
+from evaluation.tracking import (
+    EVAL_IDENTITY_TAGS,
+    MODEL_DIGEST_TAG,
+    MONITORING_EXPERIMENT,
+    REPORT_ARTIFACT,
+    SCORES_ARTIFACT,
+    day_step,
+)
 from evaluation.tracking import experiment_id as mlflow_experiment_id
 from features.errors import UserError
 from features.shards import MANIFEST, TEXT_COLUMNS, manifest_digest, read_manifest, read_table, split_files
@@ -482,4 +490,33 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
         else None, candidate=version, champion_before=champion_version, champion_after=champion_after, data=data,
         policy=policy, evaluation_runs=runs, reports=reports, routed=routed)
     _record_decision(client, result, runs["candidate"], report_path)
+    _log_champion_quality(client, result)
     return result
+
+
+def _log_champion_quality(client, result: PromotionResult) -> None:
+    """The champion's test ROC AUC per segment on this promotion's data (the fresh data of the week), as
+    metrics ``champion/<task>/roc_auc`` at today's step in the monitoring experiment: one point per
+    champion version and data, so an analyst charts how the serving model holds up week by week."""
+    import mlflow
+
+    version = result.champion_before or result.candidate.version
+    report = result.reports.get("champion") or (result.reports.get("candidate")
+                                                if version == result.candidate.version else None)
+    if report is None:
+        return
+    experiment = mlflow_experiment_id(MONITORING_EXPERIMENT)
+    tags = {"stage": "champion_quality", "adsrel.champion_version": str(version),
+            "adsrel.manifest_digest": result.data["manifest_digest"]}
+    seen = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    if client.search_runs([experiment], filter_string=seen, max_results=1):
+        return
+    metrics = {f"champion/{task}/roc_auc": float(m["roc_auc"]) for task, m in report["tasks"].items()
+               if m.get("roc_auc") is not None}
+    if report["macro"].get("roc_auc") is not None:
+        metrics["champion/macro/roc_auc"] = float(report["macro"]["roc_auc"])
+    today = datetime.now(UTC).date()
+    with mlflow.start_run(experiment_id=experiment, run_name=f"champion-v{version}-{today}"):
+        mlflow.set_tags(tags)
+        for key, value in metrics.items():
+            mlflow.log_metric(key, value, step=day_step(today))

@@ -8,6 +8,7 @@ reads it back (promotion reuses evaluation runs by their tags).
 from __future__ import annotations
 
 import os
+from datetime import date
 from pathlib import Path
 
 EXPERIMENT = "ads-relevance"
@@ -30,6 +31,11 @@ SCORES_ARTIFACT = "evaluation_scores.parquet"
 # per segment, the distribution of those scores (evaluation/drift.py): what monitoring compares a day with
 REFERENCE_ARTIFACT = "score_reference.json"
 PLOTS_DIR = "plots"
+
+
+def day_step(day: date) -> int:
+    """A day as an MLflow step (days since 1970-01-01): series over days chart on a day axis."""
+    return (day - date(1970, 1, 1)).days
 
 
 def tracking_uri() -> str:

@@ -11,9 +11,9 @@ from evaluation import drift
 
 
 def test_histogram_has_fixed_bins_over_0_1_and_keeps_the_ends():
-    counts = drift.histogram([0.0, 0.01, 0.049, 0.05, 0.5, 0.999, 1.0, 1.2, -0.1])
-    assert counts.sum() == 9 and len(counts) == drift.BINS
-    assert counts[0] == 4 and counts[1] == 1 and counts[10] == 1 and counts[-1] == 3  # clipped into the ends
+    counts = drift.histogram([0.0, 0.01, 0.099, 0.1, 0.5, 0.999, 1.0, 1.2, -0.1])
+    assert counts.sum() == 9 and len(counts) == drift.BINS == 10
+    assert counts[0] == 4 and counts[1] == 1 and counts[5] == 1 and counts[-1] == 3  # clipped into the ends
 
 
 def test_psi_matches_the_formula_and_is_zero_for_the_same_distribution():

@@ -49,6 +49,9 @@ def test_the_judge_flags_a_shifted_segment_a_vanished_one_and_rejections_and_say
     alone = judge({"a": today["a"], "c": today["c"]}, {"a": reference["a"]}, None, {"unmapped": 400}, 1420, SMALL)
     assert alone["tasks"]["c"]["status"] == "no_verdict" and alone["tasks"]["a"]["volume_change"] is None
     assert alone["rejected"]["status"] == "alert" and alone["alerts"][0].startswith("rejected share 0.282 > 0.05")
+    small_ref = judge({"a": today["a"]}, {"a": dist(rng, 2, 5, 30)}, None, {}, 1000, SMALL)["tasks"]["a"]
+    assert small_ref["psi"] is None and small_ref["reasons"] == ["its reference has 30 rows < min_rows 50: no drift "
+                                                                 "verdict against it"]
     no_ref = judge({"a": today["a"]}, {"a": None}, None, {}, 1000, SMALL)["tasks"]["a"]
     assert no_ref["status"] == "no_verdict" and no_ref["reasons"] == ["no reference distribution for the version "
                                                                       "that scored it"]
@@ -113,14 +116,15 @@ def test_a_day_quiet_then_a_broken_feed_a_vanished_segment_and_a_renamed_market(
     # in MLflow: a run of the monitoring experiment, its metrics at the scored day's step
     import mlflow
 
-    from pipelines.monitoring.tracking import day_step
+    from evaluation.tracking import day_step
+    from pipelines.monitoring.tracking import scored_day
 
     client = mlflow.MlflowClient()
     run = client.get_run(report["mlflow_run_id"])
     assert client.get_experiment(run.info.experiment_id).name == "ads-relevance-monitoring"
     assert run.data.tags["adsrel.status"] == "alert" and run.data.metrics["monitor/b/psi"] > 0.25
     (point,) = client.get_metric_history(run.info.run_id, "monitor/b/psi")
-    assert point.step == day_step(report["scored_at"]) > 20_000  # days since 1970
+    assert point.step == day_step(scored_day(report["scored_at"])) > 20_000  # days since 1970
     assert "monitor/rejected_share" in run.data.metrics and "monitor/a/rows" in run.data.metrics
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/b.png"}  # the alerting segment's distribution against its reference

@@ -105,6 +105,13 @@ def test_the_candidate_takes_the_segments_it_wins_and_a_routed_version_serves_th
     assert state["tags"]["3"]["adsrel.gate.decision"] == "routed" == state["tags"]["2"]["adsrel.gate.decision"]
     description = mlflow.MlflowClient().get_model_version(REGISTERED_MODEL, "3").description
     assert "| a | 2 |" in description and "| c | 1 |" in description
+    # the champion's test ROC AUC per segment on this data, once per champion version and data, for analysts
+    client = mlflow.MlflowClient()
+    monitoring = client.get_experiment_by_name("ads-relevance-monitoring")
+    (quality,) = client.search_runs([monitoring.experiment_id], filter_string="tags.stage = 'champion_quality'")
+    assert quality.data.tags["adsrel.champion_version"] == "1"
+    first_auc = first.reports["candidate"]["tasks"]["a"]["roc_auc"]
+    assert quality.data.metrics["champion/a/roc_auc"] == pytest.approx(first_auc)
 
 
 def test_a_routed_champion_scores_each_segment_as_its_source_through_every_consumer(routed, shards, models, tmp_path,

@@ -4,8 +4,8 @@ the thresholds (pipelines/monitoring/policy.py).
 Per segment (task), each measure gets ok, warn or alert, and the segment the worst of them:
 
 - ``psi``: its scores today against the reference of the version that scored them (its scores on its
-  evaluation split); judged when today has ``min_rows`` rows, else the segment has ``no_verdict`` on
-  drift (said in ``reasons``);
+  evaluation split); judged when today and the reference have ``min_rows`` rows, else the segment has
+  ``no_verdict`` on drift (said in ``reasons``);
 - ``psi_previous``: against the previous day's scores, under the same condition (both days);
 - ``volume_change``: |rows / previous rows - 1|, judged when the previous day had ``min_rows`` rows (a
   segment that vanished today alerts here).
@@ -51,6 +51,9 @@ def judge_segment(today: Mapping[str, Any] | None, reference: Mapping[str, Any] 
         row["reasons"].append(f"{rows} rows < min_rows {policy.min_rows}: no drift verdict")
     elif reference is None:
         row["reasons"].append("no reference distribution for the version that scored it")
+    elif reference["rows"] < policy.min_rows:  # a small reference is as noisy as a small day
+        row["reasons"].append(f"its reference has {reference['rows']} rows < min_rows {policy.min_rows}: "
+                              "no drift verdict against it")
     else:
         row["psi"] = psi(reference["counts"], today["counts"])
     if enough and previous_rows is not None and previous_rows >= policy.min_rows:

@@ -19,7 +19,7 @@ class MonitorPolicy:
     volume_change_alert: float = 0.5
     rejected_share_warn: float = 0.02
     rejected_share_alert: float = 0.05
-    min_rows: int = 200
+    min_rows: int = 500
 
     def __post_init__(self) -> None:
         for low, high in (("psi_warn", "psi_alert"), ("volume_change_warn", "volume_change_alert"),

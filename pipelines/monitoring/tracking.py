@@ -8,21 +8,15 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from evaluation.tracking import MONITORING_EXPERIMENT, experiment_id
+from evaluation.tracking import MONITORING_EXPERIMENT, day_step, experiment_id
 
 REPORT_ARTIFACT = "monitor_report.json"
 PLOTS_DIR = "plots"
-EPOCH = date(1970, 1, 1)
 
 
 def scored_day(scored_at: str | None) -> date:
     """The day of a scored output's scored_at (today without one)."""
     return datetime.fromisoformat(scored_at).date() if scored_at else date.today()
-
-
-def day_step(scored_at: str | None) -> int:
-    """The step of a scored day: days since 1970-01-01."""
-    return (scored_day(scored_at) - EPOCH).days
 
 
 def metric_items(report: dict[str, Any]) -> dict[str, float]:
@@ -48,7 +42,7 @@ def log_monitor(report: dict[str, Any]) -> str:
         mlflow.set_tags({"stage": "monitor", "adsrel.status": report["status"], "adsrel.scored_date": str(day),
                          "adsrel.model_version": str(model.get("version")), "adsrel.scored": report["scored"]})
         for key, value in metric_items(report).items():
-            mlflow.log_metric(key, value, step=day_step(report.get("scored_at")))
+            mlflow.log_metric(key, value, step=day_step(day))
         mlflow.log_dict(report, REPORT_ARTIFACT)
         with tempfile.TemporaryDirectory(prefix="adsrel-monitor-plots-") as tmp:
             if write_plots(Path(tmp), report):
