@@ -11,7 +11,6 @@ Run: python -m benchmarks.monitor_cost [--repeats 5] [--workdir DIR] [--json PAT
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -19,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.figures import emit
 from benchmarks.score_throughput import make_inputs
 
 TARGET_FRACTION = 0.02
@@ -54,9 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                "first_monitor_seconds": round(seconds[0], 3)}
     figures["fraction"] = round(figures["monitor_median_seconds"] / scoring, 4)
     figures["target_met"] = figures["fraction"] <= TARGET_FRACTION
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    emit(figures, args.json)
     return 0 if figures["target_met"] else 1
 
 

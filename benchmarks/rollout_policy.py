@@ -23,9 +23,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import json
 import sys
 from pathlib import Path
+
+from benchmarks.figures import emit
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -137,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
                "macro": {n: round(e.report["macro"]["roc_auc"], 4) for n, e in evaluations.items()},
                "pairs": pairs, "held_out": held_out, "totals": {k: totals(v) for k, v in
                                                                (("in_sample", pairs), ("held_out", held_out))}}
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    emit(figures, args.json)
     return 0
 
 

@@ -28,6 +28,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.figures import emit
 from benchmarks.score_throughput import make_inputs, perturbed_model
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,9 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {variant}: {runs[variant][-1]['pairs'] / runs[variant][-1]['seconds']:.1f} pairs/s",
                   file=sys.stderr)
     figures = report(runs, args)
-    print(json.dumps(figures, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    emit(figures, args.json)
     return 0 if figures["target_met"] else 1
 
 

@@ -350,9 +350,10 @@ def _evaluate_both(client, experiment_id: str, evaluate: Evaluator, version: Ver
 
 
 def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version: Version,
-          champion: Version | None, policy: GatePolicy, expected: list[str]) -> tuple[str, Decision]:
+          champion: Version | None, before: dict[str, str], policy: GatePolicy,
+          expected: list[str]) -> tuple[str, Decision]:
     """The promotion status (promoted, routed, kept or already_champion) and the gate's decision, in the
-    policy's rollout."""
+    policy's rollout; ``before``: the champion's routing (segment -> version serving it), empty without one."""
     champion_report = champion_eval.report if champion_eval else None
     if champion is not None and champion.version == version.version:
         decision = decide(candidate_eval.report, None, policy, expected)
@@ -361,9 +362,8 @@ def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version:
     if policy.rollout == "whole":
         decision = decide(candidate_eval.report, champion_report, policy, expected)
     else:
-        decision = _decide_segments(candidate_eval, champion_eval, version, champion, policy, expected)
-    serves = sorted(t for t, v in (serving(champion.model_dir, champion.version) if champion else {}).items()
-                    if v == version.version)
+        decision = _decide_segments(candidate_eval, champion_eval, version, before, policy, expected)
+    serves = sorted(t for t, v in before.items() if v == version.version)
     if not decision.promote and serves and policy.rollout == "per_segment":  # a re-run of what made the champion
         return "already_champion", Decision(True, [f"version {version.version} already serves {', '.join(serves)} "
                                                    f"in the champion (version {champion.version}); no segment "
@@ -376,10 +376,9 @@ def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version:
 
 
 def _decide_segments(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version: Version,
-                     champion: Version | None, policy: GatePolicy, expected: list[str]) -> Decision:
+                     before: dict[str, str], policy: GatePolicy, expected: list[str]) -> Decision:
     """The per-segment decision, its routing over the candidate's task map: a segment of it without test
     rows keeps its version (the candidate's, if none serves it); one only the champion knows is dropped."""
-    before = serving(champion.model_dir, champion.version) if champion is not None else {}
     paired = pd.DataFrame(columns=["task", "label", "candidate", "serving"])
     if champion_eval is not None:
         try:
@@ -470,6 +469,7 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
     version = resolve_candidate(candidate, client, lambda model_dir: input_example(model_dir, shards, split))
     champion_version = _alias_version(client, CHAMPION)
     champion = _registered(client, champion_version) if champion_version else None
+    before = serving(champion.model_dir, champion.version) if champion else {}
     if (policy.rollout == "per_segment" and version.version != champion_version
             and is_routed(read_metadata(version.model_dir))):
         raise UserError(f"version {version.version} is a routed version: the per-segment rollout takes a trained "
@@ -477,7 +477,7 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
 
     candidate_eval, champion_eval = _evaluate_both(client, experiment_id, evaluate, version, champion, shards, data,
                                                    need_scores=policy.rollout == "per_segment")
-    status, decision = _gate(candidate_eval, champion_eval, version, champion, policy, data["tasks"])
+    status, decision = _gate(candidate_eval, champion_eval, version, champion, before, policy, data["tasks"])
     runs = _log_evaluations(candidate_eval, champion_eval)
     reports = {"candidate": candidate_eval.report, "champion": champion_eval.report if champion_eval else None}
 
@@ -486,9 +486,9 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
                                                                                                 champion_version)
     _move_aliases(client, version, champion_version, status, decision, data["manifest_digest"], champion_after)
     result = PromotionResult(
-        status=status, decision=decision, routing_before=serving(champion.model_dir, champion.version) if champion
-        else None, candidate=version, champion_before=champion_version, champion_after=champion_after, data=data,
-        policy=policy, evaluation_runs=runs, reports=reports, routed=routed)
+        status=status, decision=decision, routing_before=before if champion else None, candidate=version,
+        champion_before=champion_version, champion_after=champion_after, data=data, policy=policy,
+        evaluation_runs=runs, reports=reports, routed=routed)
     _record_decision(client, result, runs["candidate"], report_path)
     _log_champion_quality(client, result)
     return result

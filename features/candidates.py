@@ -142,3 +142,11 @@ def with_model_columns(rows: pa.Table, model: dict[str, object]) -> pa.Table:
         rows = rows.append_column(SCORE_SCHEMA.field(name), pa.array([model[name]] * rows.num_rows,
                                                                       SCORE_SCHEMA.field(name).type))
     return rows
+
+
+def read_scored_rows(scores_dir, columns: Sequence[str]) -> pa.Table:
+    """``columns`` of the scored rows under ``scores_dir`` (``<out>/scores`` of adsrel score), read with
+    :data:`SCORE_SCHEMA`: an output without a scored row reads as an empty table."""
+    import pyarrow.dataset as ds
+
+    return ds.dataset(str(scores_dir), format="parquet", schema=SCORE_SCHEMA).to_table(columns=list(columns))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -293,12 +294,10 @@ def champion_line(challenge: dict, names: dict[str, str], reports: dict[str, dic
 
 def rows_by_source(scores: Path) -> dict[str, int]:
     """Scored rows per source_version (the version whose parameters scored them)."""
-    import pyarrow.dataset as ds
+    from features.candidates import read_scored_rows
 
-    counts = ds.dataset(scores / "scores", format="parquet").to_table(columns=["source_version"]) \
-        .group_by("source_version").aggregate([("source_version", "count")]).to_pylist()
-    return {str(c["source_version"]): c["source_version_count"] for c in sorted(counts, key=lambda c:
-                                                                                  str(c["source_version"]))}
+    versions = read_scored_rows(scores / "scores", ["source_version"]).column("source_version").to_pylist()
+    return dict(sorted(Counter(str(v) for v in versions).items()))
 
 
 def run_demo(config: DemoConfig | None = None) -> int:

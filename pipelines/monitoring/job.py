@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from evaluation.drift import distribution
+from features.candidates import read_scored_rows
 from features.errors import UserError
 from pipelines.monitoring.judge import judge
 from pipelines.monitoring.policy import MonitorPolicy
@@ -19,10 +20,6 @@ SUMMARY = "summary.json"  # adsrel score's marker: a complete output
 def read_scored(directory: str | Path) -> dict[str, Any]:
     """A complete scored output: its summary, and per segment the distribution of its scores and the
     version that scored it (a routed champion's source)."""
-    import pyarrow.dataset as ds
-
-    from features.candidates import SCORE_SCHEMA
-
     directory = Path(directory)
     try:
         summary = json.loads((directory / SUMMARY).read_text())
@@ -31,8 +28,7 @@ def read_scored(directory: str | Path) -> dict[str, Any]:
                         "still running)") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read {directory / SUMMARY}: {exc}") from None
-    frame = ds.dataset(str(directory / "scores"), format="parquet", schema=SCORE_SCHEMA).to_table(
-        columns=["task", "score", "source_version"]).to_pandas()
+    frame = read_scored_rows(directory / "scores", ["task", "score", "source_version"]).to_pandas()
     tasks = {}
     for task, rows in frame.groupby("task", sort=True):
         sources = rows["source_version"].dropna()

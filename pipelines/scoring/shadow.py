@@ -7,7 +7,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.dataset as ds
+
+from features.candidates import read_scored_rows
 
 
 def spearman(a: pd.Series, b: pd.Series) -> float | None:
@@ -23,12 +24,7 @@ def spearman(a: pd.Series, b: pd.Series) -> float | None:
 def shadow_summary(scores_dir: str | Path) -> dict[str, Any]:
     """Per segment of the scored rows under ``scores_dir``: rows, rows the shadow scored, the mean
     absolute difference of the two scores and their rank correlation, over the rows both scored."""
-    from features.candidates import SCORE_SCHEMA
-
-    # the schema given: an output with no scored row (no file at all) reads as an empty table
-    table = ds.dataset(str(scores_dir), format="parquet", schema=SCORE_SCHEMA).to_table(
-        columns=["task", "score", "shadow_score"])
-    frame = table.to_pandas()
+    frame = read_scored_rows(scores_dir, ["task", "score", "shadow_score"]).to_pandas()
     tasks: dict[str, Any] = {}
     for task, rows in frame.groupby("task", sort=True):
         both = rows.dropna(subset=["shadow_score"])
