@@ -8,7 +8,7 @@ reads it back (promotion reuses evaluation runs by their tags).
 from __future__ import annotations
 
 import os
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 EXPERIMENT = "ads-relevance"
@@ -20,6 +20,7 @@ MODEL_DIGEST_TAG = "adsrel.model_digest"
 MANIFEST_DIGEST_TAG = "adsrel.manifest_digest"
 SPLIT_TAG = "adsrel.split"
 EVALUATED_RUN_TAG = "adsrel.evaluated_run_id"
+VERSION_TAG = "adsrel.version"  # the registered version a training or evaluation run is of, when there is one
 EVAL_IDENTITY_TAGS = (MODEL_DIGEST_TAG, MANIFEST_DIGEST_TAG, SPLIT_TAG)
 
 # Artifacts of an evaluation run.
@@ -36,6 +37,30 @@ PLOTS_DIR = "plots"
 def day_step(day: date) -> int:
     """A day as an MLflow step (days since 1970-01-01): series over days chart on a day axis."""
     return (day - date(1970, 1, 1)).days
+
+
+def ui_links(base: str = "http://127.0.0.1:5000") -> list[str]:
+    """Where analysts start in the MLflow UI of the current store: each adsrel experiment's runs, in the
+    UI's model-training mode (MLflow 3 otherwise opens an experiment on its GenAI overview; the mode
+    then sticks in the browser)."""
+    import mlflow
+
+    mode = "workflowType=machine_learning"
+    links = []
+    for name in (EXPERIMENT, MONITORING_EXPERIMENT):
+        found = mlflow.MlflowClient().get_experiment_by_name(name)
+        if found is not None:
+            links.append(f"{name}: {base}/#/experiments/{found.experiment_id}/runs?{mode}")
+    return links or [f"experiments: {base}/#/experiments?{mode}"]
+
+
+def log_day_metrics(metrics: dict[str, float], day: date) -> None:
+    """``metrics`` in the active run as points of ``day``: step :func:`day_step` and timestamp noon UTC
+    of that day, so a chart's x-axis set to time reads the days as dates (a backfilled day too)."""
+    import mlflow
+
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=UTC)
+    mlflow.log_metrics(metrics, step=day_step(day), timestamp=int(noon.timestamp() * 1000))
 
 
 def tracking_uri() -> str:

@@ -1,11 +1,14 @@
 """`adsrel monitor`: the judge on hand-made distributions, the thresholds file, and a day end to end
 (tiny fitted model registered and evaluated in a temporary MLflow store, its reference, adsrel score's
 output): a day like the evaluation data is quiet, a segment whose ads come from a broken feed alerts
-alone, a vanished segment alerts on volume, a market no longer a locale alerts on rejections."""
+alone, a vanished segment alerts on volume, a market no longer a locale alerts on rejections. Then with
+the real model (all-MiniLM-L6-v2 fine-tuned on synthetic logs, about two minutes): a day drawn like its
+training data is quiet, one segment's ads shuffled against its queries alerts that segment alone."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +128,7 @@ def test_a_day_quiet_then_a_broken_feed_a_vanished_segment_and_a_renamed_market(
     assert run.data.tags["adsrel.status"] == "alert" and run.data.metrics["monitor/b/psi"] > 0.25
     (point,) = client.get_metric_history(run.info.run_id, "monitor/b/psi")
     assert point.step == day_step(scored_day(report["scored_at"])) > 20_000  # days since 1970
+    assert datetime.fromtimestamp(point.timestamp / 1000, UTC).date() == scored_day(report["scored_at"])
     assert "monitor/rejected_share" in run.data.metrics and "monitor/a/rows" in run.data.metrics
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/b.png"}  # the alerting segment's distribution against its reference
@@ -144,3 +148,71 @@ def test_a_day_quiet_then_a_broken_feed_a_vanished_segment_and_a_renamed_market(
 def test_an_incomplete_output_is_one_line(tmp_path, capsys):
     assert main(["monitor", "--scored", str(tmp_path)]) == 2
     assert "is not a complete scored output" in capsys.readouterr().err.splitlines()[-1]
+
+
+# With the real model: all-MiniLM-L6-v2 fine-tuned by MTL-LoRA on synthetic logs, whose relevance is the
+# query-ad relation, so an ad shuffled against the queries of its segment is a real drift of its scores.
+REAL_TRAIN = ["max_steps=120", "batch_size=16", "max_length=48", "lr=0.002", "eval_every=120", "mlflow=false",
+              "register=false"]
+CANDIDATE_COLUMNS = ["query", "ad_id", "ad_title", "ad_description", "display_url", "market", "vertical"]
+
+
+@pytest.fixture(scope="module")
+def real_world(tmp_path_factory, spark):
+    from features.task_map import load_task_map
+    from pipelines.data.prepare import run_prepare
+    from pipelines.data.prepare_config import PrepareConfig
+    from pipelines.data.synth import synth_logs, write_logs
+    from tests.conftest import temporary_store
+
+    root = tmp_path_factory.mktemp("monitor-real")
+    write_logs(synth_logs(spark, 16_000, seed=11), str(root / "logs"))
+    write_logs(synth_logs(spark, 4_000, seed=12, dirt=0.0), str(root / "day-logs"))
+    run_prepare(spark, [str(root / "logs")], str(root / "data"), load_task_map(str(ROOT / "configs" / "tasks.yaml")),
+                PrepareConfig(split_ratios=(0.6, 0.1, 0.3)))  # a larger test split: each segment's reference
+    sets = [arg for item in REAL_TRAIN for arg in ("--set", item)]
+    assert main(["train", "--shards", str(root / "data"), "--output", str(root / "model"), *sets]) == 0
+    (root / "policy.yaml").write_text("min_rows: 200\n")
+    with temporary_store(root / "mlflow"):
+        promote(str(root / "model"), root / "data", policy=POLICY, bootstrap=10)
+        yield root
+
+
+def real_day(root: Path, name: str, frame) -> Path:
+    path = root / f"{name}.parquet"
+    frame[CANDIDATE_COLUMNS].to_parquet(path, index=False)
+    run_score("models:/ads-relevance@champion", [str(path)], str(root / f"scored-{name}"), engine="local")
+    return root / f"scored-{name}"
+
+
+def test_the_real_model_a_day_like_training_is_quiet_and_one_segment_shuffled_alerts_alone(real_world, capsys):
+    import pyarrow.dataset as pads
+
+    day_logs = pads.dataset(real_world / "day-logs").to_table().to_pandas()
+    normal = real_day(real_world, "normal", day_logs)
+    code = main(["monitor", "--scored", str(normal), "--policy", str(real_world / "policy.yaml"), "--no-mlflow"])
+    quiet = json.loads(capsys.readouterr().out)
+    assert code == 0 and quiet["status"] == "ok", quiet
+    assert all(row["psi"] < 0.1 for row in quiet["tasks"].values() if row["psi"] is not None), quiet["tasks"]
+    assert quiet["tasks"]["au-health"]["status"] == "no_verdict"  # 26 rows < min_rows: said, not judged
+    assert "< min_rows 200: no drift verdict" in quiet["tasks"]["au-health"]["reasons"][0]
+
+    # us-retail's ads shuffled against its queries: mostly unrelated pairs, its scores fall
+    retail = ((day_logs.market == "en-US") & (day_logs.vertical == "retail")).to_numpy()
+    order = np.random.default_rng(0).permutation(np.flatnonzero(retail))
+    shuffled = day_logs.copy()
+    for column in ("ad_id", "ad_title", "ad_description", "display_url"):
+        shuffled.loc[retail, column] = day_logs[column].to_numpy()[order]
+    code = main(["monitor", "--scored", str(real_day(real_world, "shuffled", shuffled)), "--previous", str(normal),
+                 "--policy", str(real_world / "policy.yaml"), "--no-mlflow"])
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    alerting = {task for task, row in report["tasks"].items() if row["status"] == "alert"}
+    assert code == 4 and alerting == {"us-retail"}, report["tasks"]
+    row = report["tasks"]["us-retail"]
+    assert row["psi"] > 0.25 and row["psi_previous"] > 0.25 and row["volume_change"] == 0.0
+    assert row["mean_score"] < quiet["tasks"]["us-retail"]["mean_score"] - 0.1
+    assert [line for line in err.splitlines() if "alert:" in line] == [
+        f"adsrel monitor: alert: us-retail: psi {row['psi']:.3f} (alert)",
+        f"adsrel monitor: alert: us-retail: psi_previous {row['psi_previous']:.3f} (alert)",
+        "adsrel monitor: alert: 2 alert(s)"], err

@@ -8,7 +8,7 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from evaluation.tracking import MONITORING_EXPERIMENT, day_step, experiment_id
+from evaluation.tracking import MONITORING_EXPERIMENT, experiment_id, log_day_metrics
 
 REPORT_ARTIFACT = "monitor_report.json"
 PLOTS_DIR = "plots"
@@ -41,8 +41,7 @@ def log_monitor(report: dict[str, Any]) -> str:
     with mlflow.start_run(experiment_id=experiment_id(MONITORING_EXPERIMENT), run_name=f"monitor-{day}") as run:
         mlflow.set_tags({"stage": "monitor", "adsrel.status": report["status"], "adsrel.scored_date": str(day),
                          "adsrel.model_version": str(model.get("version")), "adsrel.scored": report["scored"]})
-        for key, value in metric_items(report).items():
-            mlflow.log_metric(key, value, step=day_step(day))
+        log_day_metrics(metric_items(report), day)
         mlflow.log_dict(report, REPORT_ARTIFACT)
         with tempfile.TemporaryDirectory(prefix="adsrel-monitor-plots-") as tmp:
             if write_plots(Path(tmp), report):
