@@ -21,7 +21,7 @@ import pandas as pd
 
 from evaluation.drift import reference
 from evaluation.metrics import evaluate_tasks
-from evaluation.registry import resolve_model_dir, training_run_id
+from evaluation.registry import load_model_scorer, registered_version, resolve_model_dir, training_run_id
 from evaluation.tracking import (
     EVALUATED_RUN_TAG,
     MANIFEST_DIGEST_TAG,
@@ -34,13 +34,14 @@ from evaluation.tracking import (
     SCORES_ARTIFACT,
     SPLIT_TAG,
     TABLE_ARTIFACT,
+    VERSION_TAG,
     set_experiment,
 )
 from features.errors import UserError
 from features.progress import log as progress_log
 from features.shards import MODEL_COLUMNS, manifest_digest, read_split
-from models.artifact import ArtifactError, model_digest
-from models.routing import RoutedScorer, load_scorer
+from models.artifact import model_digest
+from models.routing import RoutedScorer
 from models.scoring import Scorer
 
 # Columns of the printed / logged table, in order.
@@ -70,10 +71,7 @@ def run_evaluation(model: str | Path, shards: str | Path, *, split: str = "test"
         raise UserError(f"threshold must be in [0, 1], got {threshold}")
     frame = read_split(shards, split, columns=MODEL_COLUMNS)  # checks the manifest and the split first
     model_dir = resolve_model_dir(str(model))
-    try:
-        scorer = load_scorer(model_dir)
-    except (ArtifactError, OSError) as exc:
-        raise UserError(f"cannot load the model in {model_dir}: {str(exc).splitlines()[0]}") from None
+    scorer = load_model_scorer(model_dir)
     log(f"scoring {len(frame)} rows of split {split!r} ({frame['task'].nunique()} tasks) with {model}")
     try:
         scores = scorer.predict(frame)
@@ -169,6 +167,20 @@ def _log_dataset(data: dict[str, Any]) -> None:
     mlflow.log_input(MetaDataset(source, name=f"{name}/{data['split']}", digest=digest), context=data["split"])
 
 
+def _version_of(uri: str) -> str | None:
+    try:
+        return registered_version(uri)
+    except UserError:
+        return None
+
+
+def evaluation_run_name(info: dict[str, Any], data: dict[str, Any], version: str | None) -> str:
+    """``eval-<method>-v<version>-<split>`` (a registered model) or ``eval-<method>-<directory>-<split>``:
+    the runs list says which model each evaluation is of."""
+    who = f"v{version}" if version else Path(info["dir"]).name
+    return f"eval-{info.get('method')}-{who}-{data['split']}"
+
+
 def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
                    champion_report: dict[str, Any] | None = None, scored: pd.DataFrame | None = None,
                    model: Any = None) -> str:
@@ -198,7 +210,10 @@ def log_evaluation(report: dict[str, Any], *, run_id: str | None = None,
         model, model_tasks = model.model, model.task_names
     if run_id is None:
         set_experiment()
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else f"evaluate-{data['split']}") as run:
+    version = _version_of(info["uri"])
+    if version:
+        tags[VERSION_TAG] = version
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else evaluation_run_name(info, data, version)) as run:
         mlflow.set_tags(tags)
         mlflow.log_params({"eval.split": data["split"], "eval.threshold": report["settings"]["threshold"],
                            "eval.bootstrap": report["settings"]["bootstrap"]})

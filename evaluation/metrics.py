@@ -186,13 +186,13 @@ def ece(labels: Any, probs: Any, bins: int = ECE_BINS) -> float | None:
     return float(gap.sum() / count.sum())
 
 
-def bootstrap_ci(labels: Any, scores: Any, *, resamples: int = 1000, seed: int = 0, level: float = 0.95
-                 ) -> dict[str, tuple[float, float] | None]:
-    """Percentile bootstrap interval of ROC AUC and average precision (rows resampled with
-    replacement; resamples that lose a class are left out). None with one class or resamples < 1."""
+def bootstrap_values(labels: Any, scores: Any, *, resamples: int = 1000, seed: int = 0
+                     ) -> dict[str, np.ndarray] | None:
+    """ROC AUC and average precision of each of ``resamples`` bootstrap resamples of the rows (NaN
+    where a resample lost a class); None with one class or resamples < 1."""
     y, s = _check(labels, scores)
     if resamples < 1 or class_reason(y):
-        return {m: None for m in CI_METRICS}
+        return None
     rng = np.random.default_rng(seed)
     order, group = _grouped(y, s)
     n = y.size
@@ -206,13 +206,36 @@ def bootstrap_ci(labels: Any, scores: Any, *, resamples: int = 1000, seed: int =
         pos, neg = _group_counts(weights, y, order, group)
         aucs.append(_auc_from_counts(pos, neg))
         aps.append(_ap_from_counts(pos, neg))
+    return {"roc_auc": np.concatenate(aucs), "pr_auc": np.concatenate(aps)}
+
+
+def percentile_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float] | None:
+    """The central ``level`` percentile interval of the finite ``values``; None when there are none."""
+    values = values[~np.isnan(values)]
     tail = (1 - level) / 2 * 100
-    out: dict[str, tuple[float, float] | None] = {}
-    for name, values in (("roc_auc", np.concatenate(aucs)), ("pr_auc", np.concatenate(aps))):
-        values = values[~np.isnan(values)]
-        out[name] = (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))) \
-            if values.size else None
-    return out
+    return (float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))) if values.size else None
+
+
+def bootstrap_ci(labels: Any, scores: Any, *, resamples: int = 1000, seed: int = 0, level: float = 0.95
+                 ) -> dict[str, tuple[float, float] | None]:
+    """Percentile bootstrap interval of ROC AUC and average precision (rows resampled with
+    replacement; resamples that lose a class are left out). None with one class or resamples < 1."""
+    values = bootstrap_values(labels, scores, resamples=resamples, seed=seed)
+    return {m: None if values is None else percentile_interval(values[m], level) for m in CI_METRICS}
+
+
+def macro_bootstrap_ci(labels: Any, scores: Any, tasks: Any, *, resamples: int = 1000, seed: int = 0,
+                       level: float = 0.95) -> dict[str, tuple[float, float] | None]:
+    """Percentile bootstrap interval of the macro (mean over tasks) ROC AUC and average precision:
+    each resample resamples every task's rows within the task and averages the tasks' values; a task
+    with one class, or a resample in which a task lost one, leaves that resample out."""
+    y, s = _check(labels, scores)
+    names = np.asarray(tasks, dtype=object)
+    per_task = [bootstrap_values(y[names == t], s[names == t], resamples=resamples, seed=seed + i)
+                for i, t in enumerate(dict.fromkeys(names.tolist()))]
+    if not per_task or any(v is None for v in per_task):
+        return {m: None for m in CI_METRICS}
+    return {m: percentile_interval(np.mean([v[m] for v in per_task], axis=0), level) for m in CI_METRICS}
 
 
 def paired_bootstrap_auc_delta(labels: Any, scores_a: Any, scores_b: Any, *, resamples: int = 1000, seed: int = 0,
@@ -286,7 +309,7 @@ METRIC_KEYS = ("n", "positives", *RANKING_METRICS, "precision_at_threshold", "re
 def macro_average(per_task: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Mean over the tasks where each metric is defined (n and positives are summed); ``tasks`` says
     how many tasks each mean covers. The mean of per-task interval bounds is no interval of the
-    mean, so the macro has no ``*_ci_*`` values (None)."""
+    mean, so the ``*_ci_*`` values are None here (:func:`evaluate_tasks` bootstraps the mean itself)."""
     out: dict[str, Any] = {m: int(sum(t.get(m) or 0 for t in per_task.values())) for m in COUNT_METRICS}
     covered: dict[str, int] = {}
     for metric in METRIC_KEYS:
@@ -316,4 +339,11 @@ def evaluate_tasks(labels: Any, scores: Any, tasks: Sequence[str] | np.ndarray, 
         rows = names == task
         per_task[task] = task_metrics(y[rows], s[rows], threshold=threshold, bootstrap=bootstrap, seed=seed + i)
     micro = task_metrics(y, s, threshold=threshold, bootstrap=bootstrap, seed=seed + len(order))
-    return {"tasks": per_task, "macro": macro_average(per_task), "micro": micro}
+    macro = macro_average(per_task)
+    defined = [t for t in order if per_task[t].get("roc_auc") is not None]  # the tasks the macro averages
+    rows = np.isin(names, defined)
+    if defined and bootstrap > 0:
+        for metric, bounds in macro_bootstrap_ci(y[rows], s[rows], names[rows], resamples=bootstrap,
+                                                 seed=seed + len(order) + 1).items():
+            macro[f"{metric}_ci_low"], macro[f"{metric}_ci_high"] = bounds if bounds else (None, None)
+    return {"tasks": per_task, "macro": macro, "micro": micro}

@@ -44,6 +44,7 @@ from typing import Any
 
 import pandas as pd
 
+from evaluation.evaluate import evaluation_run_name
 from evaluation.gate import Decision, GatePolicy, decide
 from evaluation.registry import (
     CHALLENGER,
@@ -53,6 +54,7 @@ from evaluation.registry import (
     parse_models_uri,
     registered_version,
     resolve_model_dir,
+    versions_with_digest,
 )
 from evaluation.routed_version import register_routed
 from evaluation.segment_gate import decide_segments, paired_scores
@@ -62,9 +64,11 @@ from evaluation.tracking import (
     MONITORING_EXPERIMENT,
     REPORT_ARTIFACT,
     SCORES_ARTIFACT,
-    day_step,
+    VERSION_TAG,
+    log_day_metrics,
 )
 from evaluation.tracking import experiment_id as mlflow_experiment_id
+from evaluation.version_description import describe
 from features.errors import UserError
 from features.shards import MANIFEST, TEXT_COLUMNS, manifest_digest, read_manifest, read_table, split_files
 from models.artifact import ArtifactError, model_digest, read_metadata
@@ -166,11 +170,6 @@ def _alias_version(client, alias: str) -> str | None:
         return None
 
 
-def _versions_with_digest(client, digest: str) -> list[str]:
-    versions = client.search_model_versions(f"name='{REGISTERED_MODEL}'")
-    return sorted((str(v.version) for v in versions if (v.tags or {}).get(MODEL_DIGEST_TAG) == digest), key=int)
-
-
 def _registered(client, version: str) -> Version:
     model_dir = resolve_model_dir(f"models:/{REGISTERED_MODEL}/{version}")
     digest = model_digest(model_dir)
@@ -202,7 +201,7 @@ def resolve_candidate(candidate: str, client, example: Callable[[Path], Any] | N
         digest = model_digest(model_dir)
     except (ArtifactError, OSError) as exc:
         raise UserError(f"{candidate} is not a usable adsrel model: {exc}") from None
-    known = _versions_with_digest(client, digest)
+    known = versions_with_digest(client, digest)
     if known:
         return Version(known[0], model_dir, digest)
     ref = log_model(model_dir, input_example=example(model_dir) if example else None)
@@ -267,10 +266,19 @@ def _known_tasks_view(shards: Path, split: str, known: set[str]):
         yield view, unknown
 
 
+def _name_for_version(client, run_id: str, report: dict, version: str) -> None:
+    """An evaluation made of a model directory and reused for its registered version (the demo's, a DAG's
+    evaluate task): tagged ``adsrel.version`` and named for the version, as a new one would be."""
+    if client.get_run(run_id).data.tags.get(VERSION_TAG) != version:
+        client.set_tag(run_id, VERSION_TAG, version)
+        client.update_run(run_id, name=evaluation_run_name(report["model"], report["data"], version))
+
+
 def _evaluate(client, experiment_id: str, evaluate: Evaluator, version: Version, shards: Path,
               data_digest: str, split: str, role: str, need_scores: bool) -> _Evaluated:
     cached = _cached_report(client, experiment_id, version.digest, data_digest, split, need_scores)
     if cached is not None:
+        _name_for_version(client, cached[1], cached[0], version.version)
         return _Evaluated(*cached)
     known = {t["name"] for t in read_metadata(version.model_dir).get("tasks") or []}
     try:
@@ -403,7 +411,7 @@ def _log_evaluations(candidate_eval: _Evaluated, champion_eval: _Evaluated | Non
 
 
 def _move_aliases(client, version: Version, champion_version: str | None, status: str, decision: Decision,
-                  data_digest: str, champion_after: str | None) -> None:
+                  data_digest: str, champion_after: str | None, report: dict[str, Any]) -> None:
     """Alias challenger on the candidate, champion on ``champion_after`` (the candidate or the routed
     version) when it changes, and the gate tags on both, unless the champion moved since it was read
     (:class:`ChampionMoved`)."""
@@ -419,6 +427,10 @@ def _move_aliases(client, version: Version, champion_version: str | None, status
         for target in dict.fromkeys((version.version, champion_after if status == "routed" else version.version)):
             for key, value in zip(GATE_TAGS, values, strict=True):
                 client.set_model_version_tag(REGISTERED_MODEL, target, key, value)
+        meta = read_metadata(version.model_dir)
+        if not is_routed(meta):  # what the version is, its test quality and this decision, on the registry page
+            client.update_model_version(REGISTERED_MODEL, version.version, description=describe(
+                meta, report, (status, decision.reasons, champion_version)))
 
 
 def _champion_unmoved(client, champion_version: str | None, version: Version) -> None:
@@ -440,7 +452,7 @@ def _routed_champion(client, decision: Decision, version: Version, champion: Ver
         made_of[champion.version] = champion.model_dir
     routed, digest, now = register_routed(
         client, decision.routing, made_of, task_map_of=version.version, data=data, segments=decision.segments,
-        find_version=lambda d: next(iter(_versions_with_digest(client, d)), None),
+        find_version=lambda d: next(iter(versions_with_digest(client, d)), None),
         example=lambda model_dir: input_example(model_dir, shards, data["split"]))
     return {"version": routed, "digest": digest, "registered_now": now}
 
@@ -484,14 +496,33 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
     routed = _routed_champion(client, decision, version, champion, data, shards) if status == "routed" else None
     champion_after = {"promoted": version.version, "routed": routed and routed["version"]}.get(status,
                                                                                                 champion_version)
-    _move_aliases(client, version, champion_version, status, decision, data["manifest_digest"], champion_after)
+    _move_aliases(client, version, champion_version, status, decision, data["manifest_digest"], champion_after,
+                  candidate_eval.report)
     result = PromotionResult(
         status=status, decision=decision, routing_before=before if champion else None, candidate=version,
         champion_before=champion_version, champion_after=champion_after, data=data, policy=policy,
         evaluation_runs=runs, reports=reports, routed=routed)
     _record_decision(client, result, runs["candidate"], report_path)
+    _log_segment_history(client, experiment_id, runs["candidate"], champion_after)
     _log_champion_quality(client, result)
     return result
+
+
+def _log_segment_history(client, experiment_id: str, run_id: str, champion: str | None) -> None:
+    """Every segment across the last versions (evaluation/segment_history.py), as a table and a plot of
+    the candidate's evaluation run, under promotion/."""
+    import tempfile
+
+    from evaluation.plots import save
+    from evaluation.segment_history import history_figure, history_table, version_scores
+
+    scores = version_scores(client, experiment_id)
+    if not scores:
+        return
+    client.log_text(run_id, history_table(scores, champion), "promotion/segments_by_version.md")
+    with tempfile.TemporaryDirectory(prefix="adsrel-history-") as tmp:
+        path = save(history_figure(scores, champion), Path(tmp) / "segments_by_version.png")
+        client.log_artifact(run_id, str(path), "promotion")
 
 
 def _log_champion_quality(client, result: PromotionResult) -> None:
@@ -518,5 +549,4 @@ def _log_champion_quality(client, result: PromotionResult) -> None:
     today = datetime.now(UTC).date()
     with mlflow.start_run(experiment_id=experiment, run_name=f"champion-v{version}-{today}"):
         mlflow.set_tags(tags)
-        for key, value in metrics.items():
-            mlflow.log_metric(key, value, step=day_step(today))
+        log_day_metrics(metrics, today)

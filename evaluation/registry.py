@@ -10,14 +10,16 @@ works wherever the pip requirements are installed, without this repository on th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from evaluation.tracking import MODEL_DIGEST_TAG, set_experiment
+from evaluation.version_description import describe
 from features.errors import UserError
-from models.artifact import META_FILE, model_digest
+from models.artifact import META_FILE, ArtifactError, model_digest, read_metadata
 
 REGISTERED_MODEL = "ads-relevance"
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -97,6 +99,23 @@ def training_run_id(uri: str) -> str | None:
     return mlflow.MlflowClient().get_model_version(parts.name, version).run_id
 
 
+def versions_with_digest(client, digest: str) -> list[str]:
+    """The registered versions whose model has ``digest`` (tag ``adsrel.model_digest``), oldest first."""
+    versions = client.search_model_versions(f"name='{REGISTERED_MODEL}'")
+    return sorted((str(v.version) for v in versions if (v.tags or {}).get(MODEL_DIGEST_TAG) == digest), key=int)
+
+
+def load_model_scorer(model_dir: Path, what: str = "the model"):
+    """The scorer of the artifact in ``model_dir`` (plain or routed); one that cannot be loaded is a
+    UserError naming ``what`` and the first line of the reason."""
+    from models.routing import load_scorer
+
+    try:
+        return load_scorer(model_dir)
+    except (ArtifactError, OSError) as exc:
+        raise UserError(f"cannot load {what} in {model_dir}: {str(exc).splitlines()[0]}") from None
+
+
 def find_model_dir(root: Path) -> Path:
     if (root / META_FILE).is_file():
         return root
@@ -141,15 +160,17 @@ def signature():
 
 
 def log_model(model_dir: str | Path, *, name: str = "model", register: bool = True,
-              input_example: pd.DataFrame | None = None) -> ModelRef:
+              input_example: pd.DataFrame | None = None, version_tags: Mapping[str, str] | None = None) -> ModelRef:
     """Log ``model_dir`` in the active run (one is started in the ads-relevance experiment if none is);
-    a registered version carries the tag ``adsrel.model_digest`` (see :func:`models.artifact.model_digest`)."""
+    a registered version carries the tag ``adsrel.model_digest`` (see :func:`models.artifact.model_digest`)
+    and ``version_tags``."""
     import mlflow
 
+    meta = read_metadata(model_dir)
     active = mlflow.active_run()
-    if active is None:
+    if active is None:  # named for what it does (MLflow's random names say nothing)
         set_experiment()
-        mlflow.start_run()
+        mlflow.start_run(run_name=f"register-{meta.get('method')}-{Path(model_dir).name}", tags={"stage": "register"})
     try:
         info = mlflow.pyfunc.log_model(
             name=name,
@@ -166,8 +187,11 @@ def log_model(model_dir: str | Path, *, name: str = "model", register: bool = Tr
             mlflow.end_run()
     version = info.registered_model_version
     if version:
-        mlflow.MlflowClient().set_model_version_tag(REGISTERED_MODEL, str(version), MODEL_DIGEST_TAG,
-                                                    model_digest(model_dir))
+        client = mlflow.MlflowClient()
+        for key, value in {MODEL_DIGEST_TAG: model_digest(model_dir), **(version_tags or {})}.items():
+            client.set_model_version_tag(REGISTERED_MODEL, str(version), key, value)
+        if meta.get("method") != "routed":  # a routed version's description is its routing (routed_version.py)
+            client.update_model_version(REGISTERED_MODEL, str(version), description=describe(meta))
     return ModelRef(run_id=info.run_id, model_uri=info.model_uri, version=str(version) if version else None)
 
 

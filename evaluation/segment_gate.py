@@ -107,8 +107,8 @@ def decide_segments(candidate: Mapping[str, Any] | None, serving_report: Mapping
     if not taken:
         rules = Counter(s["rule"] for s in segments.values())
         why = ", ".join(f"{n} {RULE_WORDS[r]}" for r, n in sorted(rules.items(), key=lambda item: -item[1]))
-        return Decision(False, [f"no segment changes version ({why}; per segment: segments)"], segments=segments,
-                        macro=macro, routing=routing)
+        reason = f"no segment changes version ({why}; each segment's verdict is in the decision's segments)"
+        return Decision(False, [reason], segments=segments, macro=macro, routing=routing)
     kept = sorted(set(segments) - set(taken))
     summary = f"takes {len(taken)} of {len(segments)} segments ({', '.join(taken)})"
     if not serving:

@@ -321,7 +321,7 @@ def run_demo(config: DemoConfig | None = None) -> int:
             scored = demo.score()
         finally:
             demo.stop()
-        from evaluation.tracking import tracking_uri
+        from evaluation.tracking import tracking_uri, ui_links
 
         stages.say("done: the table below, then where everything is")
         challenge = decisions[METHODS[-1]]
@@ -339,6 +339,8 @@ def run_demo(config: DemoConfig | None = None) -> int:
                                           for v, n in rows_by_source(work / "scores").items()), file=out)
         print(f"reports: {work / 'reports'}/ ; gate decisions: {work}/promotion-*.json", file=out)
         print(f"plots and runs: MLflow at {tracking_uri()}, experiment ads-relevance (evaluation runs hold plots/); "
-              "open it with `make mlflow-ui` and compare the two evaluation runs", file=out)
+              "open it with `make mlflow-ui` and compare the two evaluation runs:", file=out)
+        for link in ui_links():
+            print(f"  {link}", file=out)
         print(f"full log: {log_path}", file=out)
     return 0

@@ -41,6 +41,7 @@ def test_the_demo_runs_every_stage_and_a_second_run_reuses_them(tmp_path):
     assert "| task | test rows | mtl_lora ROC AUC [95% CI] | lora ROC AUC [95% CI] | gate |" in table
     assert "| us-retail |" in table and "| macro |" in table and "champion: " in table
     assert "make mlflow-ui" in table and str(work / "demo.log") in table
+    assert "/runs?workflowType=machine_learning" in table  # straight to the runs, not MLflow 3's GenAI overview
     decisions = {m: json.loads((work / f"promotion-{m}.json").read_text()) for m in ("mtl_lora", "lora")}
     assert decisions["mtl_lora"]["status"] == "promoted"  # the first model meets the (permissive) floors
     assert decisions["lora"]["status"] in ("promoted", "routed", "kept") and decisions["lora"]["champion_before"] == "1"
@@ -51,6 +52,12 @@ def test_the_demo_runs_every_stage_and_a_second_run_reuses_them(tmp_path):
     assert ds.dataset(work / "scores" / "scores").count_rows() == summary["scored"]
     assert summary["model"]["version"] == decisions["lora"]["champion_after"]
     assert not (work / "models" / "mtl_lora" / "checkpoints").exists()
+    import mlflow  # the evaluations of the model directories, reused by the gate, say which version they are of
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("ads-relevance").experiment_id], "tags.stage = 'evaluate'")
+    assert {(r.info.run_name, r.data.tags["adsrel.version"]) for r in runs} == {
+        ("eval-mtl_lora-v1-test", "1"), ("eval-lora-v2-test", "2")}
 
     second = run_tiny_demo(work, policy, tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]

@@ -106,7 +106,7 @@ def test_macro_averages_defined_tasks_and_micro_pools_rows():
     assert report["tasks"]["c"]["roc_auc"] is None and report["tasks"]["e"]["n"] == 0
     assert report["macro"]["roc_auc"] == pytest.approx(np.mean([1.0, 0.0, 1.0]))
     assert report["macro"]["tasks"]["roc_auc"] == 3
-    assert report["macro"]["roc_auc_ci_low"] is None  # a mean of bounds is no interval
+    assert "roc_auc_ci_low" in report["macro"]  # bootstrapped over the defined tasks (next test)
     assert report["micro"]["roc_auc_ci_low"] is not None
     assert report["macro"]["n"] == 8 and report["macro"]["positives"] == 5
     assert report["micro"]["roc_auc"] == pytest.approx(roc_auc_score(y, s))
@@ -141,3 +141,18 @@ def test_paired_bootstrap_needs_both_classes_and_a_resample():
     assert M.paired_bootstrap_auc_delta([0, 1], [0.1, 0.2], [0.2, 0.1], resamples=0) is None
     same = M.paired_bootstrap_auc_delta([0, 1, 0, 1], [0.1, 0.9, 0.3, 0.4], [0.1, 0.9, 0.3, 0.4], resamples=50)
     assert same == {"delta": 0.0, "low": 0.0, "high": 0.0, "resamples": same["resamples"]}
+
+
+def test_the_macro_interval_is_a_bootstrap_of_the_mean_over_tasks_not_a_mean_of_bounds():
+    rng = np.random.default_rng(3)
+    tasks = np.repeat(["a", "b", "c"], 300)
+    y = rng.integers(0, 2, tasks.size)
+    s = np.clip(y * np.array([0.3, 0.2, 0.1])[np.searchsorted(["a", "b", "c"], tasks)] + rng.random(tasks.size) * 0.8,
+                0, 1)
+    report = M.evaluate_tasks(y, s, tasks, bootstrap=400)
+    macro, per_task = report["macro"], report["tasks"].values()
+    assert macro["roc_auc_ci_low"] < macro["roc_auc"] < macro["roc_auc_ci_high"]
+    width = macro["roc_auc_ci_high"] - macro["roc_auc_ci_low"]
+    mean_width = np.mean([t["roc_auc_ci_high"] - t["roc_auc_ci_low"] for t in per_task])
+    assert 0.4 * mean_width < width < 0.8 * mean_width  # the mean of 3 independent estimates: about 1/sqrt(3)
+    assert M.evaluate_tasks(y, s, tasks, bootstrap=0)["macro"]["roc_auc_ci_low"] is None

@@ -102,6 +102,23 @@ def test_first_better_worse_and_idempotent_reruns(store, shards, models, capsys)
     assert kept["tags"]["3"]["adsrel.gate.champion_version"] == "2"
     decision_file = f"runs:/{out['evaluation_runs']['candidate']}/promotion/decision-v3-vs-2.json"
     assert mlflow.artifacts.load_dict(decision_file)["reasons"] == out["reasons"]
+    # for analysts: the evaluation run says what it evaluated, the version's description what it is and why
+    evaluation = mlflow.get_run(out["evaluation_runs"]["candidate"])
+    assert evaluation.info.run_name == "eval-mtl_lora-v3-test" and evaluation.data.tags["adsrel.version"] == "3"
+    description = mlflow.MlflowClient().get_model_version(REGISTERED_MODEL, "3").description
+    assert description.startswith("mtl_lora on ") and ", 3 segments: a, b, c." in description
+    assert f"Test macro ROC AUC {out['macro']['candidate']:.4f} [" in description and "(95% bootstrap) on test of " \
+        in description
+    assert f"Gate: **kept** against champion 2: {out['reasons'][0]}" in description
+    # every segment across the versions, the champion marked, in the candidate's evaluation run
+    history = mlflow.artifacts.load_text(f"runs:/{evaluation.info.run_id}/promotion/segments_by_version.md")
+    header, _, data, *rows = history.splitlines()
+    assert header == "| segment | v1 | v2 (champion) | v3 |" and data.startswith("| data | test of `")
+    by_task = {row.split(" | ")[0].strip("| "): row for row in rows}
+    assert set(by_task) == {"a", "b", "c", "macro"}
+    assert f"{out['per_task']['c']['candidate']:.4f}" in by_task["c"].split(" | ")[3]
+    assert {a.path for a in mlflow.MlflowClient().list_artifacts(evaluation.info.run_id, "promotion")} >= {
+        "promotion/segments_by_version.md", "promotion/segments_by_version.png"}
 
     # the same candidate and data again: no new version, no new run, same aliases, same decision
     for candidate in (str(models["weak_c"]), "models:/ads-relevance/3", "models:/ads-relevance@challenger"):

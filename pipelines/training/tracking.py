@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 
 from evaluation.registry import log_model, logged_model
-from evaluation.tracking import set_experiment
+from evaluation.tracking import MODEL_DIGEST_TAG, VERSION_TAG, set_experiment
 from features.progress import log
 from features.shards import TEXT_COLUMNS
+from models.artifact import model_digest
 from pipelines.training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout, for its git commit
@@ -67,7 +68,7 @@ class TrainTracker:
         mlflow.end_run(status="KILLED" if interrupted else "FAILED")
 
     def finish(self, output: Path, *, finished_before: bool, best: tuple[float | None, int | None],
-               example: pd.DataFrame | None, register: bool) -> str | None:
+               example: pd.DataFrame | None, register: bool, version_tags: dict[str, str] | None = None) -> str | None:
         """Logs (and registers) the model in ``output`` and ends the run; returns its registered version.
 
         A run that was finished before this call may have logged its model already (unless the call
@@ -84,7 +85,9 @@ class TrainTracker:
                 best_auc, best_step = best
                 if best_auc is not None:
                     mlflow.log_metrics({"train/best_macro_roc_auc": best_auc, "train/best_step": float(best_step)})
-                version = log_model(output, register=register, input_example=example).version
+                version = log_model(output, register=register, input_example=example, version_tags=version_tags).version
+            # one filter (tags.`adsrel.model_digest` or tags.`adsrel.version`) finds its evaluations too
+            mlflow.set_tags({MODEL_DIGEST_TAG: model_digest(output), **({VERSION_TAG: version} if version else {})})
         except BaseException:
             mlflow.end_run(status="FAILED")
             raise
