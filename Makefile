@@ -5,7 +5,7 @@ TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: install test lint bench bench-quality bench-rollout demo mlflow-ui clean
+.PHONY: install test lint bench bench-quality bench-rollout bench-distill demo mlflow-ui clean
 
 # The stamp depends on setup.cfg so a change of dependencies reinstalls. The class archive makes
 # every local Spark job start faster (pipelines/class_archive.py); a job runs without it too.
@@ -57,7 +57,7 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Each benchmark is a module of benchmarks/ run with `python -m`; add yours to the list.
-BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.train_throughput benchmarks.score_throughput benchmarks.serving_latency benchmarks.routed_scoring benchmarks.monitor_cost
+BENCHMARKS := benchmarks.adapter_speed benchmarks.prepare_throughput benchmarks.train_throughput benchmarks.score_throughput benchmarks.serving_latency benchmarks.routed_scoring benchmarks.monitor_cost benchmarks.checkpointing
 
 bench: install
 	@for b in $(BENCHMARKS); do echo "== $$b"; $(PY) -m $$b || exit 1; done
@@ -65,6 +65,11 @@ bench: install
 # Quality of every method per segment: about 1.5 hours on 2 cores, resumable; see benchmarks/quality.py.
 bench-quality: install
 	$(PY) -m benchmarks.quality
+
+# Teacher -> student: the teacher and 12 students (3 and 2 blocks, labels-only and distilled, 3 seeds):
+# about 25 minutes on 2 cores, resumes where it stopped; see benchmarks/distill.py.
+bench-distill: install
+	$(PY) -m benchmarks.distill
 
 # The whole gate against the per-segment gate on the demo's two models and their recipes trained with
 # another seed (run `make demo` first; about 3 minutes more on 2 cores for the two trainings).
@@ -77,6 +82,7 @@ demo: install
 
 # The MLflow UI on the default store of every verb (./mlflow.db): runs, metrics, plots, registry aliases.
 mlflow-ui: install
+	@MLFLOW_TRACKING_URI=sqlite:///mlflow.db $(PY) -c "from evaluation.tracking import ui_links; print('Open:', *ui_links(), sep='\n  ')" 2>/dev/null
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:

@@ -1,4 +1,4 @@
-"""Weekly retraining of the ads relevance model: prepare -> train -> evaluate -> promote.
+"""Weekly retraining of the ads relevance model: prepare -> train -> [distil] -> evaluate -> promote.
 
 Every task runs the adsrel CLI of the project's own environment (adsrel_cli.py: ADSREL_BIN, else
 ``adsrel`` on PATH; ``--master`` for the Spark stage from ADSREL_SPARK_MASTER). MLflow is reached
@@ -6,7 +6,9 @@ through MLFLOW_TRACKING_URI as the worker's environment sets it.
 
 Outputs are keyed by the run's logical date (its run date when it has none):
 ``<output_root>/<YYYY-MM-DD>/shards`` (adsrel prepare), ``.../model`` (adsrel train; its
-checkpoints beside it), ``.../evaluation.json`` and ``.../promotion.json`` (the gate's decision).
+checkpoints beside it), ``.../student`` (adsrel train with ``teacher=<date>/model``, when the Param
+``distill`` is on: the student, not the teacher, is then the candidate the gate judges),
+``.../evaluation.json`` and ``.../promotion.json`` (the gate's decision).
 A re-run of a date finds the same data, a finished training run and the same registered version:
 it registers nothing and moves no alias. A gate that keeps the champion (promote's exit 3) is a
 normal outcome: the task succeeds and logs the decision and its reasons. Only when the champion
@@ -22,6 +24,7 @@ import datetime
 
 from adsrel_cli import PROMOTED_MODEL, REPO, RETRIES, adsrel, log, read_json, run_dir, spark_master
 from airflow.sdk import DAG, AssetAlias, Param, chain, task
+from airflow.sdk.exceptions import AirflowSkipException
 
 # Emitted through an alias, so that the Asset gets an event only when promote moves the champion.
 PROMOTIONS = AssetAlias("ads_relevance_promotions")
@@ -44,6 +47,11 @@ with DAG(
                               description="training config YAML (null: the CLI's defaults)"),
         "train_set": Param([], type="array", items={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*=.*$"},
                            description='training overrides, "key=value" each (adsrel train --set)'),
+        "distill": Param(False, type="boolean",
+                         description="train a student from the week's model (the teacher) and promote the student"),
+        "student_set": Param(["backbone_layers=3"], type="array",
+                             items={"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_]*=.*$"},
+                             description='the student\'s overrides on top of train_set, "key=value" each'),
         "output_root": Param(str(REPO / "runs" / "airflow" / "retrain"), type="string", minLength=1,
                              description="outputs go to <output_root>/<YYYY-MM-DD>/"),
         "promotion_policy": Param(None, type=["null", "string"],
@@ -72,11 +80,26 @@ with DAG(
         adsrel("train", "--shards", str(out / "shards"), *config, *overrides, "--output", str(out / "model"),
                final=(2, 3))
 
-    @task(execution_timeout=datetime.timedelta(hours=3))
-    def evaluate(params=None, **context) -> None:
-        """Per-task metrics of <date>/model on the test split, logged to MLflow (promote reuses them)."""
+    @task(execution_timeout=datetime.timedelta(hours=12))
+    def distill(params=None, **context) -> None:
+        """<date>/model teaches <date>/student (skipped unless the Param distill is on)."""
+        if not params["distill"]:
+            raise AirflowSkipException("distill is off: the week's model is the candidate")
         out = run_dir(params["output_root"], context)
-        adsrel("evaluate", "--model", str(out / "model"), "--shards", str(out / "shards"),
+        config = ["--config", params["train_config"]] if params["train_config"] else []
+        overrides = [arg for kv in [*params["train_set"], *params["student_set"], f"teacher={out / 'model'}"]
+                     for arg in ("--set", kv)]
+        adsrel("train", "--shards", str(out / "shards"), *config, *overrides, "--output", str(out / "student"),
+               final=(2, 3))
+
+    def candidate(params: dict, context: dict):
+        return run_dir(params["output_root"], context) / ("student" if params["distill"] else "model")
+
+    @task(execution_timeout=datetime.timedelta(hours=3), trigger_rule="none_failed")
+    def evaluate(params=None, **context) -> None:
+        """Per-task metrics of the candidate on the test split, logged to MLflow (promote reuses them)."""
+        out = run_dir(params["output_root"], context)
+        adsrel("evaluate", "--model", str(candidate(params, context)), "--shards", str(out / "shards"),
                "--report", str(out / "evaluation.json"))
 
     @task(execution_timeout=datetime.timedelta(hours=3), outlets=[PROMOTIONS])
@@ -86,7 +109,7 @@ with DAG(
         out = run_dir(params["output_root"], context)
         policy = ["--policy", params["promotion_policy"]] if params["promotion_policy"] else []
         policy += ["--rollout", params["rollout"]] if params["rollout"] else []
-        adsrel("promote", "--candidate", str(out / "model"), "--shards", str(out / "shards"),
+        adsrel("promote", "--candidate", str(candidate(params, context)), "--shards", str(out / "shards"),
                "--report", str(out / "promotion.json"), *policy, ok=(0, 3))
         decision = read_json(out / "promotion.json")
         version = (decision.get("candidate") or {}).get("version")
@@ -107,4 +130,4 @@ with DAG(
             log.info("emitted %s: version %s is the champion", PROMOTED_MODEL.name, champion)
         return {"status": decision["status"], "reasons": decision.get("reasons"), "candidate_version": version}
 
-    chain(prepare(), train(), evaluate(), promote())
+    chain(prepare(), train(), distill(), evaluate(), promote())

@@ -43,7 +43,8 @@ def save_model(model: RelevanceModel, directory: str | Path, *, tokenizer: Any =
         "method": model.config.adapter.method,
         "model": model.config.to_dict(),
         "pooling": model.pooling,
-        "base_model": {"reference": model.config.backbone, "fingerprint": model.base_fingerprint},
+        "base_model": {"reference": model.config.backbone, "fingerprint": model.base_fingerprint,
+                       "layers": model.config.backbone_layers},
         "trainable_parameters": model.trainable_parameter_count(),
         **metadata,
     }
@@ -108,7 +109,7 @@ def load_model(directory: str | Path, *, backbone: str | None = None, base: nn.M
     if backbone is not None:
         config.backbone = backbone
     if base is None:
-        base = load_backbone(config.backbone)
+        base = load_backbone(config.backbone, layers=config.backbone_layers)
     expected = meta["base_model"]["fingerprint"]
     found = fingerprint(base)
     if found != expected:

@@ -55,8 +55,35 @@ def _quiet_transformers() -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
-def load_backbone(reference: str, dtype: torch.dtype | None = None) -> nn.Module:
-    """The backbone (``AutoModel``: hidden states, no task head), loaded offline by default.
+def block_list(model: nn.Module) -> tuple[str, nn.ModuleList]:
+    """The backbone's stack of transformer blocks: the ModuleList with ``config.num_hidden_layers``
+    entries (BERT's ``encoder.layer``, Llama's and Qwen's ``layers``, GPT-2's ``h``), the shallowest
+    one if several match."""
+    count = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    found = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.ModuleList) and len(m) == count]
+    if not count or not found:
+        raise ValueError(f"cannot find the {count} transformer blocks of {type(model).__name__}")
+    return min(found, key=lambda item: item[0].count("."))
+
+
+def keep_first_layers(model: nn.Module, layers: int) -> nn.Module:
+    """``model`` with its first ``layers`` transformer blocks only (in place; the embeddings and the
+    blocks kept are the pretrained ones): a smaller, faster student from the same checkpoint, with
+    nothing to download. Its config says so, so the fingerprint and every rebuild agree."""
+    name, blocks = block_list(model)
+    if not 1 <= layers <= len(blocks):
+        raise ValueError(f"backbone_layers must be in 1..{len(blocks)} for this backbone, got {layers}")
+    parent = model.get_submodule(name.rpartition(".")[0]) if "." in name else model
+    setattr(parent, name.rpartition(".")[2], nn.ModuleList(list(blocks)[:layers]))
+    model.config.num_hidden_layers = layers
+    if isinstance(getattr(model.config, "layer_types", None), list):  # per-block attention kinds (Qwen2, Gemma)
+        model.config.layer_types = model.config.layer_types[:layers]
+    return model
+
+
+def load_backbone(reference: str, dtype: torch.dtype | None = None, layers: int | None = None) -> nn.Module:
+    """The backbone (``AutoModel``: hidden states, no task head), loaded offline by default; with
+    ``layers``, its first ``layers`` transformer blocks only (:func:`keep_first_layers`).
 
     Encoders that would add a pooling layer (BERT's) are loaded without it: relevance heads pool on
     their own, and a pooler missing from the checkpoint would be randomly initialised, making the
@@ -87,7 +114,7 @@ def load_backbone(reference: str, dtype: torch.dtype | None = None) -> nn.Module
         listed = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
         warnings.warn(f"backbone {reference!r}: {len(missing)} weights are not in its checkpoint and were "
                       f"randomly initialised ({listed})", stacklevel=2)
-    return model
+    return keep_first_layers(model, layers) if layers is not None else model
 
 
 def load_tokenizer(reference: str):

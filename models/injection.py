@@ -5,19 +5,28 @@ modules are swapped in place for :class:`~models.adapter_layer.AdapterLayer` wra
 editing or forking model code. At call time, :class:`MultiTaskModel` passes each example's task id to
 every adapter through forward pre-hooks that live only for the duration of that call, so the wrapped
 model's own forward signature is untouched and there is no global state.
+
+Gradient checkpointing recomputes each transformer block in the backward pass, after those hooks are
+gone (PEFT shipped silent zero gradients this way). So the model's own checkpointing is not used:
+:meth:`MultiTaskModel.enable_gradient_checkpointing` wraps each block's forward in a non-reentrant
+checkpoint whose function takes the task ids as an argument and routes them to the block's adapters
+itself, on the first pass and on the recomputation alike (non-reentrant: no input needs to require
+grad, so frozen embeddings are no problem either).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from models.adapter_layer import AdapterLayer
+from models.backbone import block_list
 from models.baselines import LoRALinear, MoELoRALinear, MultiLoRALinear, TaskLoRALinear
 from models.config import AdapterConfig, matches_target
 from models.mtl_lora import MTLLoRALinear
@@ -102,18 +111,39 @@ def _batch_size(args: tuple, kwargs: dict) -> int | None:
     return None
 
 
-class MultiTaskModel(nn.Module):
-    """A model with adapters injected; ``model(**batch, task_ids=LongTensor[batch])``.
+@contextlib.contextmanager
+def routed(layers: Iterable[AdapterLayer], task_ids: torch.Tensor | None) -> Iterator[None]:
+    """Within the block, each of ``layers`` receives ``task_ids`` (a forward pre-hook per layer)."""
 
-    Gradient checkpointing of the wrapped model is not supported: recomputation in the backward pass
-    happens after the routing hooks are gone.
-    """
+    def inject(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+        kwargs["task_ids"] = task_ids
+        return args, kwargs
+
+    handles = [layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in layers]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _routed_call(forward: Callable[..., Any], layers: list[AdapterLayer], task_ids: torch.Tensor | None,
+                 *args: Any, **kwargs: Any) -> Any:
+    """A block's forward with its adapters routed: what checkpoint runs, and runs again in backward."""
+    with routed(layers, task_ids):
+        return forward(*args, **kwargs)
+
+
+class MultiTaskModel(nn.Module):
+    """A model with adapters injected; ``model(**batch, task_ids=LongTensor[batch])``."""
 
     def __init__(self, model: nn.Module, config: AdapterConfig) -> None:
         super().__init__()
         self.config = config
         self.adapted_modules = inject_adapters(model, config)
         self.model = model
+        self._task_ids: torch.Tensor | None = None  # the ids of the call in progress
+        self.gradient_checkpointing = False
 
     @property
     def layers(self) -> dict[str, AdapterLayer]:
@@ -126,17 +156,12 @@ class MultiTaskModel(nn.Module):
     @contextlib.contextmanager
     def route(self, task_ids: torch.Tensor | None) -> Iterator[None]:
         """Within the block, every adapter layer receives ``task_ids``."""
-
-        def inject(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
-            kwargs["task_ids"] = task_ids
-            return args, kwargs
-
-        handles = [layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in self.layers.values()]
+        self._task_ids = task_ids
         try:
-            yield
+            with routed(self.layers.values(), task_ids):
+                yield
         finally:
-            for handle in handles:
-                handle.remove()
+            self._task_ids = None
 
     def forward(self, *args: Any, task_ids: torch.Tensor | None = None, **kwargs: Any) -> Any:
         if self.task_aware:
@@ -145,6 +170,33 @@ class MultiTaskModel(nn.Module):
             task_ids = task_ids.long()
         with self.route(task_ids):
             return self.model(*args, **kwargs)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute each transformer block in the backward pass instead of keeping its activations
+        (in training mode with gradients on; evaluation runs as usual), task routing kept."""
+        if self.gradient_checkpointing:
+            return
+        _, blocks = block_list(self.model)
+        if getattr(getattr(self.model, "config", None), "use_cache", False):
+            self.model.config.use_cache = False  # a decoder's cache would take each recomputed block's keys twice
+        for block in blocks:
+            layers = list(adapter_layers(block).values())
+            forward = block.forward
+
+            def checkpointed(*args: Any, _forward=forward, _layers=layers, **kwargs: Any) -> Any:
+                if not (self.training and torch.is_grad_enabled()):
+                    return _forward(*args, **kwargs)
+                return checkpoint(_routed_call, _forward, _layers, self._task_ids, *args, use_reentrant=False,
+                                  **kwargs)
+
+            block.forward = checkpointed  # an instance attribute: the state dict's names do not change
+        self.gradient_checkpointing = True
+
+    def disable_gradient_checkpointing(self) -> None:
+        _, blocks = block_list(self.model)
+        for block in blocks:
+            block.__dict__.pop("forward", None)
+        self.gradient_checkpointing = False
 
     def merge(self, task: int = 0) -> None:
         """Fold ``task``'s update into every adapted weight; then task_ids is no longer needed."""
@@ -160,6 +212,8 @@ class MultiTaskModel(nn.Module):
 
     def merged_copy(self, task: int) -> nn.Module:
         """A plain copy of the wrapped model with ``task``'s update folded in and no adapter modules."""
+        if self.gradient_checkpointing:
+            raise ValueError("disable gradient checkpointing before copying the model")
         plain = copy.deepcopy(self.model)
         for name, layer in adapter_layers(plain).items():
             layer.merge(task)

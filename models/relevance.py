@@ -24,6 +24,7 @@ class RelevanceModelConfig:
 
     backbone: str = DEFAULT_BACKBONE
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    backbone_layers: int | None = None  # the backbone's first N transformer blocks only; None = all
     head: str = "shared"
     pooling: str = "auto"
     head_dropout: float = 0.1
@@ -35,6 +36,10 @@ class RelevanceModelConfig:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if not 0.0 <= self.head_dropout < 1.0:
             raise ValueError(f"head_dropout must be in [0, 1), got {self.head_dropout!r}")
+        if self.backbone_layers is not None and (isinstance(self.backbone_layers, bool)
+                                                 or not isinstance(self.backbone_layers, int)
+                                                 or self.backbone_layers < 1):
+            raise ValueError(f"backbone_layers must be a positive integer or null, got {self.backbone_layers!r}")
         if self.pooling not in (*POOLINGS, "auto"):
             raise ValueError(f"pooling must be one of auto, {', '.join(POOLINGS)}, got {self.pooling!r}")
 
@@ -70,6 +75,10 @@ class RelevanceModel(nn.Module):
 
     def __init__(self, backbone: nn.Module, config: RelevanceModelConfig) -> None:
         super().__init__()
+        blocks = getattr(backbone.config, "num_hidden_layers", None)
+        if config.backbone_layers is not None and blocks != config.backbone_layers:
+            raise ValueError(f"the backbone has {blocks} blocks, the config says backbone_layers "
+                             f"{config.backbone_layers}: load it with load_backbone(..., layers=)")
         self.config = config
         self.base_fingerprint = fingerprint(backbone)
         self.encoder = MultiTaskModel(backbone, config.adapter)
@@ -79,7 +88,7 @@ class RelevanceModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: RelevanceModelConfig) -> RelevanceModel:
-        return cls(load_backbone(config.backbone), config)
+        return cls(load_backbone(config.backbone, layers=config.backbone_layers), config)
 
     def forward(
         self,

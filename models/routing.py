@@ -181,7 +181,7 @@ class RoutedScorer(CandidateScoring):
 
         model_dir = Path(model_dir)
         meta = read_metadata(model_dir)
-        base = load_backbone(backbone or meta["base_model"]["reference"])
+        base = load_backbone(backbone or meta["base_model"]["reference"], layers=meta["base_model"].get("layers"))
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir / TOKENIZER_DIR))
         sources = {}
         for version, entry in meta["sources"].items():

@@ -124,7 +124,7 @@ def test_retrain_dag_tasks_schedule_retries_timeouts(bag):
     assert dag["max_active_runs"] == 1 and dag["catchup"] is False
     tasks = dag["tasks"]
     assert {t: v["upstream"] for t, v in tasks.items()} == {
-        "prepare": [], "train": ["prepare"], "evaluate": ["train"], "promote": ["evaluate"]}
+        "prepare": [], "train": ["prepare"], "distill": ["train"], "evaluate": ["distill"], "promote": ["evaluate"]}
     for task_id, task in tasks.items():
         assert task["retries"] >= 1 and task["retry_delay_s"] > 0 and task["backoff"] > 1, task_id
         assert task["timeout_s"] and task["timeout_s"] <= 24 * 3600, task_id
@@ -136,7 +136,8 @@ def test_retrain_dag_params(bag):
     dag = bag["dags"]["ads_relevance_retrain"]
     params = dag["params"]
     assert set(params) == {"logs", "task_map", "train_config", "train_set", "output_root", "promotion_policy",
-                           "rollout"}
+                           "rollout", "distill", "student_set"}
+    assert params["distill"] is False and params["student_set"] == ["backbone_layers=3"]  # off by default
     assert isinstance(params["logs"], list) and params["train_set"] == []
     assert params["train_config"] is None and params["promotion_policy"] is None and params["rollout"] is None
     assert Path(params["task_map"]) == ROOT / "configs" / "tasks.yaml"
@@ -219,8 +220,26 @@ def test_retrain_kept_is_a_successful_run_with_the_reasons_in_the_log(fake_home)
     assert "gate decision: kept (candidate version 2, champion before 1, after 1)" in log
     assert "gate reason: macro ROC AUC 0.61 < champion 0.64 + 0.0" in log
     assert "gate task us-retail: ROC AUC candidate 0.6000, champion 0.7000, n 120: drop" in log
+    assert "distill is off" in log  # the distill task skipped, evaluate and promote ran on the week's model
     with sqlite3.connect(fake_home / "airflow.db") as db:  # kept: the promoted-model Asset has no event
         assert db.execute("select count(*) from asset_event").fetchone() == (0,)
+
+
+def test_retrain_with_distill_trains_a_student_from_the_week_model_and_gates_the_student(fake_home):
+    (fake_home / "calls").unlink(missing_ok=True)
+    out = fake_home / "out"
+    conf = {"logs": ["/logs/a"], "train_set": ["max_steps=5"], "output_root": str(out), "distill": True,
+            "student_set": ["backbone_layers=2", "seed=1"]}
+    done = dags_test(fake_home, "2026-03-15", conf)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    day = out / "2026-03-15"
+    assert (fake_home / "calls").read_text().splitlines()[1:] == [
+        f"train --shards {day}/shards --set max_steps=5 --output {day}/model",
+        f"train --shards {day}/shards --set max_steps=5 --set backbone_layers=2 --set seed=1 --set "
+        f"teacher={day}/model --output {day}/student",
+        f"evaluate --model {day}/student --shards {day}/shards --report {day}/evaluation.json",
+        f"promote --candidate {day}/student --shards {day}/shards --report {day}/promotion.json",
+    ]
 
 
 def test_retrain_user_error_fails_without_retries(fake_home):

@@ -107,6 +107,8 @@ INVALID = {
     "weight_decay": -1, "task_lr_scale": 0, "lr_schedule": "x", "warmup_ratio": 1, "max_grad_norm": -1,
     "mixed_precision": "x", "seed": -1, "eval_every": -1, "early_stopping_patience": -1, "checkpoint_every": -1,
     "keep_checkpoints": 0, "resume": "x", "log_every": 0, "calibration": "x", "mlflow": "x", "register": "x",
+    "backbone_layers": 0, "teacher": "", "distill_alpha": 2, "distill_temperature": 0, "teacher_cache": 5,
+    "gradient_checkpointing": "x",
 }
 
 

@@ -138,6 +138,9 @@ def test_spark_engine_gives_the_local_engine_s_rows(artifact, inputs, tmp_path, 
     np.testing.assert_allclose(a.score, b.score, rtol=0, atol=1e-5)
     assert 1 <= summary["model_loads"] <= spark.sparkContext.defaultParallelism
     assert summary["peak_memory_mib"]["python_worker"] > 0
+    # without a session given, the run uses the one already running and leaves it up: the caller's
+    assert run_score(str(artifact), paths, str(tmp_path / "again"))["input_rows"] == summary["input_rows"]
+    assert spark.range(3).count() == 3
 
 
 @pytest.mark.cluster

@@ -3,9 +3,11 @@ data parallel, MLflow, errors."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -160,6 +162,26 @@ def test_resume_refuses_a_checkpoint_of_another_config(backbone, shards, tmp_pat
     assert fresh.steps == 6
 
 
+def test_a_checkpoint_written_before_a_config_key_existed_resumes_under_its_default(backbone, shards, tmp_path):
+    with pytest.raises(Crash):
+        train(shards, tmp_path / "m", config(backbone, max_steps=6, checkpoint_every=3), on_step=crash_at(4))
+    state_file = tmp_path / "m.checkpoints" / "step-00000003" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    for key in ("backbone_layers", "teacher", "distill_alpha", "distill_temperature"):  # added later
+        del state["identity"][key]
+    state_file.write_text(json.dumps(state))
+    resumed = train(shards, tmp_path / "m", config(backbone, max_steps=6, checkpoint_every=3))
+    assert resumed.steps == 6
+    with pytest.raises(Crash):
+        train(shards, tmp_path / "n", config(backbone, max_steps=6, checkpoint_every=3), on_step=crash_at(4))
+    state_file = tmp_path / "n.checkpoints" / "step-00000003" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    del state["identity"]["backbone_layers"]
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(UserError, match="differs in backbone_fingerprint, backbone_layers"):  # not the default
+        train(shards, tmp_path / "n", config(backbone, max_steps=6, checkpoint_every=3, backbone_layers=1))
+
+
 def test_diverging_loss_stops_with_the_last_good_checkpoint_intact(backbone, tmp_path):
     data = write_shards(tmp_path / "shards")
     out = tmp_path / "model"
@@ -200,7 +222,13 @@ def test_mlflow_run_holds_params_metrics_and_a_loadable_registered_model(backbon
     result = train(shards, tmp_path / "model", config(backbone, mlflow=True, max_steps=20, eval_every=10))
     run = mlflow.get_run(result.run_id)
     assert run.data.params["method"] == "mtl_lora" and run.data.params["rank"] == "8"
-    assert run.info.run_name == "train-mtl_lora"  # not the seeded random name every seed-0 run would share
+    # not the seeded random name every seed-0 run would share: what it trained, and when
+    assert run.info.run_name == f"train-mtl_lora-{datetime.now(UTC).date()}"
+    version = mlflow.MlflowClient().get_model_version("ads-relevance", "1")
+    assert run.data.tags["adsrel.version"] == "1" and run.data.tags["adsrel.model_digest"] == version.tags[
+        "adsrel.model_digest"]  # one filter finds a version's training and its evaluations
+    assert version.description.startswith(f"mtl_lora on {backbone}, 3 segments: a, b, c.")
+    assert "train rows, step 20." in version.description
     assert run.data.tags["manifest_digest"].startswith("sha256:") and run.data.tags["backbone"] == backbone
     assert {"train/loss", "train/lr", "train/examples_per_s", "valid/a/roc_auc", "valid/macro/roc_auc"} <= set(
         run.data.metrics)

@@ -76,6 +76,21 @@ def tiny_backbone_dir(directory: Path, seed: int = 0) -> str:
     return str(directory)
 
 
+def tiny_decoder_dir(directory: Path, family: str = "llama", seed: int = 0) -> str:
+    """A tiny random decoder (``llama`` or ``qwen2``) and the word-level tokenizer in ``directory``."""
+    from transformers import Qwen2Config, Qwen2Model
+
+    directory = Path(directory)
+    tokenizer = tiny_tokenizer(directory)
+    torch.manual_seed(seed)
+    config_class, model_class = {"llama": (LlamaConfig, LlamaModel), "qwen2": (Qwen2Config, Qwen2Model)}[family]
+    config = config_class(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                          num_key_value_heads=2, intermediate_size=48, max_position_embeddings=128,
+                          pad_token_id=tokenizer.pad_token_id)
+    model_class(config).save_pretrained(str(directory))
+    return str(directory)
+
+
 def tiny_artifact(directory: Path, task_names, *, method: str = "mtl_lora", seed: int = 0, noise: float = 0.0,
                   markets=("*",), unmapped: str = "quarantine") -> Path:
     """A saved (untrained) relevance model artifact on a tiny backbone, with tokenizer and task map

@@ -186,8 +186,10 @@ def score_with_spark(resolved: ResolvedModel, candidates: list[str], out: Staged
                      shadow: ResolvedModel | None = None) -> Counts:
     from pipelines.spark import SCORING_SETTINGS, build_session
 
-    own = spark is None
-    if own:
+    # stopped at the end only when this run started it: a session already running in the process (a
+    # notebook's, a test's) is the caller's and stays up
+    own = spark is None and SparkSession.getActiveSession() is None
+    if spark is None:
         spark = build_session("adsrel-score", master, SCORING_SETTINGS)
     done = threading.Event()
     try:

@@ -91,16 +91,20 @@ class Checkpoints:
                 shutil.rmtree(old, ignore_errors=True)
         accelerator.wait_for_everyone()
 
-    def resume(self, accelerator, model: torch.nn.Module, state: TrainState) -> Path | None:
+    def resume(self, accelerator, model: torch.nn.Module, state: TrainState,
+               defaults: dict[str, Any] | None = None) -> Path | None:
         """Loads the latest checkpoint into ``model``, the optimizer, the registered objects and
         ``state``; None when there is none. A checkpoint of another identity (config, data, backbone)
-        or one lacking trained weights is refused."""
+        or one lacking trained weights is refused. A key the checkpoint's identity lacks (a config key
+        added since it was written) counts as its value in ``defaults``."""
         latest = self.latest()
         if latest is None:
             return None
         saved = json.loads((latest / TRAINER_STATE).read_text())
-        if saved["identity"] != state.identity:
-            differs = sorted(k for k in state.identity if saved["identity"].get(k) != state.identity[k])
+        identity = {**{k: v for k, v in (defaults or {}).items() if k in state.identity}, **saved["identity"]}
+        if identity != state.identity:
+            differs = sorted(k for k in state.identity.keys() | identity.keys()
+                             if identity.get(k) != state.identity.get(k))
             raise UserError(f"{latest} was made with another config (differs in {', '.join(differs)}): "
                             "remove it, give another --checkpoints, or train with --set resume=false")
         self._load(accelerator, model, latest)

@@ -28,6 +28,7 @@ class TrainConfig:
     # model
     method: str = "mtl_lora"
     backbone: str = DEFAULT_BACKBONE
+    backbone_layers: int | None = None  # the backbone's first N transformer blocks only (a smaller student)
     rank: int = 8
     num_up: int = 3
     temperature: float = 0.5  # τ, lr and task_lr_scale: the mtl_lora setting the quality benchmark chose on valid
@@ -58,7 +59,13 @@ class TrainConfig:
     warmup_ratio: float = 0.06
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # bf16 where the hardware has it
+    gradient_checkpointing: bool = False  # recompute each block in backward: less activation memory, more compute
     seed: int = 0
+    # distillation: learn from the labels and from a teacher's probabilities on the train split
+    teacher: str | None = None  # a models:/ URI or model directory; null = labels only
+    distill_alpha: float = 0.5  # loss = (1 - alpha) x label loss + alpha x teacher loss
+    distill_temperature: float = 2.0  # teacher and student logits divided by T (the teacher loss x T^2)
+    teacher_cache: str = "~/.cache/adsrel/teacher-scores"  # the teacher's scores, by teacher and data digest
     # validation, checkpoints, logging
     eval_every: int = 0  # steps; 0 = once per epoch
     early_stopping_patience: int = 0  # evaluations without a better macro AUC; 0 = never stop early
@@ -107,6 +114,10 @@ class TrainConfig:
             (self.early_stopping_patience >= 0, "early_stopping_patience must be >= 0 (0: never stop early)"),
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (self.log_every >= 1, "log_every must be >= 1"),
+            (self.teacher is None or (isinstance(self.teacher, str) and bool(self.teacher)),
+             "teacher must be a models:/ URI or a model directory (or null)"),
+            (0.0 <= self.distill_alpha <= 1.0, "distill_alpha must be in [0, 1]"),
+            (self.distill_temperature > 0, "distill_temperature must be > 0"),
         ]
 
     def model_config(self, num_tasks: int) -> RelevanceModelConfig:
@@ -120,7 +131,7 @@ class TrainConfig:
             mixing_init=self.mixing_init, target_modules=self.target_modules,
         )
         return RelevanceModelConfig(backbone=self.backbone, adapter=adapter, head=self.head, pooling=self.pooling,
-                                    head_dropout=self.head_dropout)
+                                    head_dropout=self.head_dropout, backbone_layers=self.backbone_layers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -131,10 +142,12 @@ class TrainConfig:
 
 
 # Keys that change how a run is watched or kept, not what it computes.
-RUNTIME_KEYS = frozenset({"resume", "log_every", "mlflow", "register", "keep_checkpoints", "checkpoint_every"})
+RUNTIME_KEYS = frozenset({"resume", "log_every", "mlflow", "register", "keep_checkpoints", "checkpoint_every",
+                          "teacher_cache", "gradient_checkpointing"})  # checkpointing: the same gradients
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
 def parse_override(item: str) -> tuple[str, Any]:
@@ -156,6 +169,10 @@ def load_train_config(path: str | Path | None = None, overrides: list[str] | Non
     reject_unknown_keys(values, sorted(FIELDS), "config")
     for key, value in list(values.items()):
         kind = FIELDS[key].type
+        if kind in ("int | None", "str | None"):  # null allowed, else as the plain kind
+            if value is None:
+                continue
+            kind = kind.removesuffix(" | None")
         try:
             if kind == "int":
                 if isinstance(value, bool) or float(value) != int(float(value)):

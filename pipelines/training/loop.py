@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,9 @@ from models.backbone import load_backbone, load_tokenizer
 from models.mtl_lora import MTLLoRALinear
 from models.relevance import RelevanceModel
 from pipelines.training.checkpoints import Checkpoints, TrainState, default_checkpoint_dir, keep_trained_weights
-from pipelines.training.config import TrainConfig
+from pipelines.training.config import DEFAULTS, TrainConfig
 from pipelines.training.model_output import calibrate_artifact, clear_model_dir, save_artifact
+from pipelines.training.teacher import Teacher, load_teacher
 from pipelines.training.tracking import TrainTracker, input_example
 from pipelines.training.validation import validate, validation_frame
 
@@ -58,10 +60,13 @@ class TrainResult:
 def build_model(config: TrainConfig, num_tasks: int) -> RelevanceModel:
     model_config = config.model_config(num_tasks)
     try:
-        backbone = load_backbone(config.backbone)
+        backbone = load_backbone(config.backbone, layers=config.backbone_layers)
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise UserError(f"backbone: {exc}") from None
-    return RelevanceModel(backbone, model_config)
+    model = RelevanceModel(backbone, model_config)
+    if config.gradient_checkpointing:
+        model.encoder.enable_gradient_checkpointing()
+    return model
 
 
 def parameter_groups(model: torch.nn.Module, config: TrainConfig) -> list[dict[str, Any]]:
@@ -131,8 +136,23 @@ def make_accelerator(config: TrainConfig):
     return Accelerator(mixed_precision=precision, gradient_accumulation_steps=config.grad_accum, cpu=multi_cpu)
 
 
+def relevance_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor,
+                   teacher: torch.Tensor | None = None, *, alpha: float = 0.5, temperature: float = 1.0
+                   ) -> torch.Tensor:
+    """Weighted binary cross-entropy on the labels; with the teacher's probabilities, (1 - alpha) x that
+    + alpha x T^2 x the cross-entropy of the student's logit / T against the teacher's logit / T (Hinton
+    et al.'s distillation for one logit; T^2 keeps the soft gradients' scale as T grows)."""
+    loss = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
+    if teacher is not None:
+        soft = torch.sigmoid(torch.logit(teacher.clamp(1e-6, 1 - 1e-6)) / temperature)
+        distilled = F.binary_cross_entropy_with_logits(logits / temperature, soft, reduction="none")
+        loss = (1 - alpha) * loss + alpha * temperature**2 * distilled
+    return (loss * weights).mean()
+
+
 def train_step(model, batches: TaskBalancedBatches, encoder: PairEncoder, optimizer, accelerator,
-               config: TrainConfig, trainable: list[torch.nn.Parameter]) -> tuple[float, int]:
+               config: TrainConfig, trainable: list[torch.nn.Parameter], teacher: Teacher | None = None
+               ) -> tuple[float, int]:
     """One optimizer step over ``grad_accum`` batches; returns the summed loss and the examples seen.
     A NaN or infinite loss on any process raises FloatingPointError before the weights change."""
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -145,9 +165,11 @@ def train_step(model, batches: TaskBalancedBatches, encoder: PairEncoder, optimi
         task_ids = torch.as_tensor(frame["task_id"].to_numpy(dtype=np.int64), device=device)
         labels = torch.as_tensor(frame["label"].to_numpy(dtype=np.float32), device=device)
         weights = torch.as_tensor(frame["weight"].to_numpy(dtype=np.float32), device=device)
+        targets = None if teacher is None else torch.as_tensor(teacher.targets(frame), device=device)
         with accelerator.accumulate(model), accelerator.autocast():
             logits = model(**batch, task_ids=task_ids).float()
-            loss = (F.binary_cross_entropy_with_logits(logits, labels, reduction="none") * weights).mean()
+            loss = relevance_loss(logits, labels, weights, targets, alpha=config.distill_alpha,
+                                  temperature=config.distill_temperature)
             finite = accelerator.reduce(torch.isfinite(loss).float().reshape(1), "min") if world > 1 \
                 else torch.isfinite(loss)
             if not bool(finite):
@@ -184,6 +206,7 @@ class Run:
     state: TrainState
     store: Checkpoints
     valid_frame: Any
+    teacher: Teacher | None
 
     @property
     def main(self) -> bool:
@@ -212,6 +235,13 @@ def set_up(shards: Path, output: Path, config: TrainConfig, checkpoints: str | P
     files_by_task = train_files(shards, names, ids)
     accelerator = make_accelerator(config)
     world = accelerator.num_processes
+    teacher = None
+    if config.teacher:  # the main process scores (or reads the cache), then the others read the cache
+        for turn in (True, False):
+            if accelerator.is_main_process == turn:
+                teacher = load_teacher(config.teacher, shards, names, ids, digest,
+                                       Path(config.teacher_cache).expanduser(), registry=config.mlflow)
+            accelerator.wait_for_everyone()
     set_seed(config.seed)
     tokenizer = tokenizer_of(config)
     model = build_model(config, len(names))
@@ -227,14 +257,16 @@ def set_up(shards: Path, output: Path, config: TrainConfig, checkpoints: str | P
                               num_warmup_steps=int(config.warmup_ratio * plan.total_steps),
                               num_training_steps=plan.total_steps)
     state = TrainState(identity={**config.training_identity(), "manifest_digest": digest,
-                                 "backbone_fingerprint": model.base_fingerprint})
+                                 "backbone_fingerprint": model.base_fingerprint,
+                                 **({"teacher_digest": teacher.digest} if teacher else {})})
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler, batches)
     accelerator.register_save_state_pre_hook(keep_trained_weights)
     valid_frame = validation_frame(shards, names, ids, config.valid_max_rows, config.seed)
     store = Checkpoints(Path(checkpoints) if checkpoints else default_checkpoint_dir(output), config.keep_checkpoints)
     return Run(shards, output, config, manifest, digest, names, accelerator, tokenizer, encoder, batches, plan, model,
-               optimizer, scheduler, [p for group in groups for p in group["params"]], state, store, valid_frame)
+               optimizer, scheduler, [p for group in groups for p in group["params"]], state, store, valid_frame,
+               teacher)
 
 
 def resume_or_start(run: Run) -> tuple[Path | None, bool]:
@@ -243,7 +275,7 @@ def resume_or_start(run: Run) -> tuple[Path | None, bool]:
     if run.main:
         run.output.mkdir(parents=True, exist_ok=True)
     run.accelerator.wait_for_everyone()
-    resumed = run.store.resume(run.accelerator, run.model, run.state) if run.config.resume else None
+    resumed = run.store.resume(run.accelerator, run.model, run.state, DEFAULTS) if run.config.resume else None
     if resumed is not None:
         log("train", f"resumed from {resumed} at step {run.state.step}")
     elif run.main:  # a fresh run: nothing of an earlier run may pass for this one's result
@@ -259,21 +291,31 @@ def resume_or_start(run: Run) -> tuple[Path | None, bool]:
 def open_tracker(run: Run, resumed: Path | None) -> TrainTracker | None:
     """The run's MLflow record (main process only), started unless resumed; logs what will be trained."""
     config, world = run.config, run.accelerator.num_processes
-    tracker = TrainTracker(run.state.run_id, f"train-{config.method}") if config.mlflow and run.main else None
+    tracker = TrainTracker(run.state.run_id, train_run_name(config)) if config.mlflow and run.main else None
     mix = {run.names[t]: round(p, 6) for t, p in run.batches.effective_mix().items() if p > 0}
     if tracker is not None:
         run.state.run_id = tracker.run_id
         if resumed is None:
             tracker.start(config, {"manifest_digest": run.digest, "shards": str(run.shards.resolve()),
                                    "method": config.method, "backbone": config.backbone, "processes": str(world),
-                                   "mixed_precision": run.accelerator.mixed_precision},
+                                   "mixed_precision": run.accelerator.mixed_precision,
+                                   **(run.teacher.tags() if run.teacher else {})},
                           mix, dict(zip(run.names, run.batches.counts, strict=True)))
     if run.main:
-        log("train", f"{config.method} on {config.backbone}: {len(run.names)} tasks, {run.batches.total_rows} train "
-            f"rows, {run.plan.total_steps} steps of {run.plan.global_batch} examples ({world} process(es), precision "
-            f"{run.accelerator.mixed_precision}); checkpoints in {run.store.directory}; task mix: "
+        blocks = f" (its first {config.backbone_layers} blocks)" if config.backbone_layers else ""
+        taught = (f"; distilled from {run.teacher.uri} (alpha {config.distill_alpha}, temperature "
+                  f"{config.distill_temperature})" if run.teacher else "")
+        log("train", f"{config.method} on {config.backbone}{blocks}: {len(run.names)} tasks, {run.batches.total_rows} "
+            f"train rows, {run.plan.total_steps} steps of {run.plan.global_batch} examples ({world} process(es), "
+            f"precision {run.accelerator.mixed_precision}){taught}; checkpoints in {run.store.directory}; task mix: "
             + ", ".join(f"{t} {p:.3f}" for t, p in mix.items()))
     return tracker
+
+
+def train_run_name(config: TrainConfig) -> str:
+    """``train-<method>[-<N>blocks][-student]-<date>``: what the runs list shows of a training run."""
+    blocks = f"-{config.backbone_layers}blocks" if config.backbone_layers else ""
+    return f"train-{config.method}{blocks}{'-student' if config.teacher else ''}-{datetime.now(UTC).date()}"
 
 
 def optimizer_step(run: Run, meter: Meter, step: int) -> dict[str, float]:
@@ -281,7 +323,7 @@ def optimizer_step(run: Run, meter: Meter, step: int) -> dict[str, float]:
     started = time.perf_counter()
     try:
         loss, examples = train_step(run.model, run.batches, run.encoder, run.optimizer, run.accelerator, run.config,
-                                    run.trainable)
+                                    run.trainable, run.teacher)
     except FloatingPointError as exc:
         best = run.output if run.state.best_step is not None else "none"
         raise TrainingDiverged(f"{exc} at step {step}: stopped; last good checkpoint "
@@ -302,7 +344,7 @@ def validate_and_keep_best(run: Run, tracker: TrainTracker | None, step: int) ->
         return
     if improved:
         save_artifact(run.accelerator.unwrap_model(run.model), run.output, run.tokenizer, run.manifest, run.digest,
-                      run.config, run.names, step, valid)
+                      run.config, run.names, step, valid, train_rows=run.batches.total_rows, teacher=run.teacher)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in valid.items() if v is not None)
     log("train", f"step {step}: valid roc_auc {shown or 'undefined'}" + (" (best)" if improved else ""))
     if tracker is not None:
@@ -321,7 +363,8 @@ def finish(run: Run, tracker: TrainTracker | None, finished_before: bool, meter:
     if tracker is not None:
         version = tracker.finish(run.output, finished_before=finished_before,
                                  best=(state.best_macro_auc, state.best_step),
-                                 example=input_example(run.valid_frame, run.names), register=config.register)
+                                 example=input_example(run.valid_frame, run.names), register=config.register,
+                                 version_tags=run.teacher.tags() if run.teacher else None)
     return TrainResult(output=run.output, steps=state.step, best_macro_auc=state.best_macro_auc,
                        examples_per_second=meter.examples / max(1e-9, meter.seconds) if meter.examples else None,
                        valid=state.valid, run_id=state.run_id, model_version=version)

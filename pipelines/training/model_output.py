@@ -16,6 +16,7 @@ from features.progress import log
 from models.artifact import META_FILE, TOKENIZER_DIR, WEIGHTS_FILE, save_model
 from models.relevance import RelevanceModel
 from pipelines.training.config import TrainConfig
+from pipelines.training.teacher import Teacher
 
 ARTIFACT_FILES = (WEIGHTS_FILE, TOKENIZER_DIR, META_FILE)  # in the order they are replaced: metadata last
 # Where versions before checkpoints moved out kept them, inside the model directory.
@@ -34,14 +35,16 @@ def clear_model_dir(output: Path) -> None:
 
 
 def save_artifact(model: RelevanceModel, output: Path, tokenizer: Any, manifest: dict, digest: str,
-                  config: TrainConfig, names: list[str], step: int, valid: dict) -> None:
+                  config: TrainConfig, names: list[str], step: int, valid: dict, *, train_rows: int,
+                  teacher: Teacher | None = None) -> None:
     """The model artifact at the root of ``output`` (written beside, then moved over the old files)."""
     output.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".artifact-", dir=output))
     save_model(model, staging, tokenizer=tokenizer, tasks=manifest["tasks"], unmapped=manifest.get("unmapped"),
                max_length=config.max_length, segment_in_text=config.segment_in_text, calibrators=None,
-               data={"manifest_digest": digest}, train_config=config.to_dict(), step=step, valid=valid,
-               task_names=names)
+               data={"manifest_digest": digest, "train_rows": train_rows}, train_config=config.to_dict(), step=step,
+               valid=valid, task_names=names, teacher=None if teacher is None else
+               {"uri": teacher.uri, "version": teacher.version, "digest": teacher.digest})
     for name in ARTIFACT_FILES:
         target = output / name
         if target.is_dir():
