@@ -20,6 +20,9 @@ MODEL_DIGEST_TAG = "adsrel.model_digest"
 MANIFEST_DIGEST_TAG = "adsrel.manifest_digest"
 SPLIT_TAG = "adsrel.split"
 EVALUATED_RUN_TAG = "adsrel.evaluated_run_id"
+# MLflow 3's UI reads it to class an experiment as model training rather than GenAI (its sidebar then
+# lists "Training runs"); which page opens first is still the browser's Model training / GenAI switch.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 VERSION_TAG = "adsrel.version"  # the registered version a training or evaluation run is of, when there is one
 EVAL_IDENTITY_TAGS = (MODEL_DIGEST_TAG, MANIFEST_DIGEST_TAG, SPLIT_TAG)
 
@@ -88,7 +91,7 @@ def artifact_location(uri: str) -> str | None:
 def experiment_id(name: str | None = None) -> str:
     """The experiment ``name``, by default ads-relevance (MLFLOW_EXPERIMENT_NAME overrides that, as in
     MLflow), on the tracking URI of MLFLOW_TRACKING_URI (or MLflow's default), created with
-    :func:`artifact_location` if new."""
+    :func:`artifact_location` and :data:`EXPERIMENT_KIND` if new."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -98,7 +101,7 @@ def experiment_id(name: str | None = None) -> str:
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri()))
+        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri()), tags=EXPERIMENT_KIND)
     except MlflowException:  # created meanwhile by another process
         experiment = client.get_experiment_by_name(name)
         if experiment is None:

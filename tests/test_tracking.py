@@ -36,6 +36,8 @@ def test_run_artifacts_land_beside_the_store_not_in_the_working_directory(mlflow
     first = experiment_id()
     assert experiment_id() == first  # found again, not created twice
     assert mlflow.get_experiment(first).name == EXPERIMENT
+    # a model-training experiment to MLflow 3's UI, not a GenAI one
+    assert mlflow.get_experiment(first).tags["mlflow.experimentKind"] == "custom_model_development"
     assert run.info.experiment_id == first
     assert list(store.glob("mlruns/**/note.txt")), "the artifact is not under the store's mlruns"
     assert not any(elsewhere.iterdir()), f"the working directory got {sorted(p.name for p in elsewhere.iterdir())}"
