@@ -55,7 +55,7 @@ def test_gradients_with_and_without_checkpointing_are_equal_on_a_mixed_task_batc
 
 def test_the_backbones_own_checkpointing_would_lose_the_task_ids():
     model = model_of(tiny_llama(), "mtl_lora")
-    model.encoder.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.encoder.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
     with pytest.raises(ValueError, match="task_ids"):
         gradients(model, random_batch(batch=6, tokens=9, num_tasks=3))
 
