@@ -124,6 +124,17 @@ def test_a_distilled_student_follows_the_teacher_where_the_labels_are_wrong(teac
     assert "its scores of the train split read from" in log and "scoring the" not in log
 
 
+def test_a_student_of_some_tasks_caches_its_own_scores_not_every_student_s(teacher, tiny_shards, tmp_path, capsys):
+    backbone, cache = read_metadata(teacher)["base_model"]["reference"], tmp_path / "cache"
+    for name, only in (("some", {"tasks": "[a]"}), ("all", {}), ("again", {})):
+        train(tiny_shards, tmp_path / name, config(backbone, teacher=str(teacher), max_steps=2, eval_every=2,
+                                                   teacher_cache=str(cache), **only))
+    log = capsys.readouterr().err
+    # task a's scores are no answer for a student of every task: it scores them all, the next one reads them
+    assert log.count(f"teacher {teacher}: scoring the") == 2 and log.count("its scores of the train split read") == 1
+    assert len(list(cache.glob("*.parquet"))) == 2 and not [p for p in cache.iterdir() if p.suffix != ".parquet"]
+
+
 def test_a_teacher_that_lacks_a_student_task_is_one_line(tiny_shards, tmp_path, capsys):
     partial = fitted_artifact(tmp_path / "ab", tiny_shards, ("a", "b"))
     argv = ["train", "--shards", str(tiny_shards), "--output", str(tmp_path / "s"), "--set", f"teacher={partial}",

@@ -65,7 +65,7 @@ class TrainConfig:
     teacher: str | None = None  # a models:/ URI or model directory; null = labels only
     distill_alpha: float = 0.5  # loss = (1 - alpha) x label loss + alpha x teacher loss
     distill_temperature: float = 2.0  # teacher and student logits divided by T (the teacher loss x T^2)
-    teacher_cache: str = "~/.cache/adsrel/teacher-scores"  # the teacher's scores, by teacher and data digest
+    teacher_cache: str = "~/.cache/adsrel/teacher-scores"  # the teacher's scores, by teacher, data and tasks
     # validation, checkpoints, logging
     eval_every: int = 0  # steps; 0 = once per epoch
     early_stopping_patience: int = 0  # evaluations without a better macro AUC; 0 = never stop early

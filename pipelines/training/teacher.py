@@ -2,12 +2,16 @@
 
 The teacher (any adsrel model: plain or routed, any method and backbone) scores the train split once
 with the scorer every stage uses (models.scoring: its text, routing and calibration), and the result is
-kept in the ``teacher_cache`` directory under the teacher's digest and the manifest's digest: a re-run, a
-resumed run or another student of the same teacher on the same data reads it instead of scoring again.
+kept in the ``teacher_cache`` directory under the teacher's digest, the manifest's digest and the trained
+tasks: a re-run, a resumed run or another student of the same teacher on the same data and tasks reads
+it instead of scoring again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,9 +51,10 @@ class Teacher:
                 "adsrel.teacher.digest": self.digest}
 
 
-def _cache_file(cache: Path, digest: str, data_digest: str) -> Path:
+def _cache_file(cache: Path, digest: str, data_digest: str, tasks: list[str]) -> Path:
     short = lambda d: d.split(":", 1)[-1][:16]  # noqa: E731
-    return cache / f"{short(digest)}-{short(data_digest)}.parquet"
+    trained = hashlib.sha256(",".join(sorted(tasks)).encode()).hexdigest()[:8]  # a student of some tasks only
+    return cache / f"{short(digest)}-{short(data_digest)}-{trained}.parquet"
 
 
 def load_teacher(uri: str, shards: Path, names: list[str], trained: list[int], data_digest: str,
@@ -73,16 +78,17 @@ def load_teacher(uri: str, shards: Path, names: list[str], trained: list[int], d
         import mlflow
 
         version = (versions_with_digest(mlflow.MlflowClient(), digest) or [None])[-1]
-    path = _cache_file(cache, digest, data_digest)
+    path = _cache_file(cache, digest, data_digest, [names[t] for t in trained])
     if path.is_file():
         frame = pd.read_parquet(path)
         log("train", f"teacher {uri} ({digest[:19]}): its scores of the train split read from {path}")
     else:
         frame = _score(model_dir, uri, shards, names, trained)
         cache.mkdir(parents=True, exist_ok=True)
-        staged = path.with_suffix(".tmp")
+        handle, staged = tempfile.mkstemp(dir=cache, prefix=f".{path.stem}-", suffix=".tmp")  # one per writer
+        os.close(handle)
         frame.to_parquet(staged, index=False)
-        staged.replace(path)  # whole or not at all: a killed run leaves no half cache
+        os.replace(staged, path)  # whole or not at all: a killed run leaves no half cache
     keys = zip(frame["task_id"].astype(int), frame["example_id"], strict=True)
     probabilities = dict(zip(keys, frame["teacher_probability"].astype(float), strict=True))
     return Teacher(uri=uri, version=version, digest=digest, probabilities=probabilities)
