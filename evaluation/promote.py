@@ -70,9 +70,10 @@ from evaluation.tracking import (
 from evaluation.tracking import experiment_id as mlflow_experiment_id
 from evaluation.version_description import describe
 from features.errors import UserError
+from features.progress import log
 from features.shards import MANIFEST, TEXT_COLUMNS, manifest_digest, read_manifest, read_table, split_files
 from models.artifact import ArtifactError, model_digest, read_metadata
-from models.routing import is_routed, serving
+from models.routing import is_routed, plain_sources, routing_problem, serving
 
 GATE_TAGS = ("adsrel.gate.decision", "adsrel.gate.reason", "adsrel.gate.champion_version",
              "adsrel.gate.manifest_digest")
@@ -380,7 +381,21 @@ def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version:
     if not decision.promote:
         return "kept", decision
     routes_all = all(v == version.version for v in decision.routing.values())
+    if policy.rollout == "per_segment" and not routes_all:
+        problem = routing_problem(decision.routing, _sources(version, champion))
+        if problem:  # e.g. a student of fewer blocks against a full-depth champion: one model or the other
+            whole = decide(candidate_eval.report, champion_report, policy, expected)
+            whole.reasons.insert(0, f"the segments cannot be split between versions, decided as a whole: {problem}")
+            return ("promoted" if whole.promote else "kept"), whole
     return ("promoted" if policy.rollout == "whole" or routes_all else "routed"), decision
+
+
+def _sources(version: Version, champion: Version | None) -> dict:
+    """The plain versions a routed champion could be made of: the candidate and the champion's sources."""
+    sources = plain_sources(version.model_dir, version.version)
+    if champion is not None:
+        sources.update(plain_sources(champion.model_dir, champion.version))
+    return sources
 
 
 def _decide_segments(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version: Version,
@@ -503,8 +518,15 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
         champion_before=champion_version, champion_after=champion_after, data=data, policy=policy,
         evaluation_runs=runs, reports=reports, routed=routed)
     _record_decision(client, result, runs["candidate"], report_path)
-    _log_segment_history(client, experiment_id, runs["candidate"], champion_after)
-    _log_champion_quality(client, result)
+    # analysts' records of a decision already made and recorded: a failure here is a warning, not a failed run
+    for what, record in (("the segment history", lambda: _log_segment_history(client, experiment_id,
+                                                                               runs["candidate"], champion_after)),
+                         ("the champion's weekly quality", lambda: _log_champion_quality(client, result))):
+        try:
+            record()
+        except Exception as exc:  # noqa: BLE001 - any store or plotting error
+            reason = str(exc).splitlines()[0] if str(exc) else repr(exc)
+            log("promote", f"warning: could not log {what}: {reason}")
     return result
 
 

@@ -126,6 +126,16 @@ def _check_sources(routing: Mapping[str, str], sources: Mapping[str, Source]) ->
     return metas
 
 
+def routing_problem(routing: Mapping[str, str], sources: Mapping[str, Source]) -> str | None:
+    """Why ``sources`` cannot make a routed model serving ``routing`` (different backbones, tokenizers, a
+    full fine-tune, an unknown task), or None when they can."""
+    try:
+        _check_sources(routing, sources)
+    except ArtifactError as exc:
+        return str(exc)
+    return None
+
+
 def write_routed(directory: str | Path, routing: Mapping[str, str], sources: Mapping[str, Source], *,
                  task_map_of: str, **metadata: Any) -> Path:
     """Write the routed artifact that serves each task of ``routing`` (task -> version) with that

@@ -192,6 +192,18 @@ def test_failed_evaluation_never_moves_an_alias(store, shards, models):
     assert "adsrel.gate.decision" not in after["tags"]["2"]  # registered, but never judged
 
 
+def test_an_analysts_record_that_fails_after_the_decision_is_a_warning(store, shards, models, monkeypatch, capsys):
+    import evaluation.segment_history as history
+
+    def unplottable(client, experiment_id):
+        raise OSError("artifact store unreachable")
+
+    monkeypatch.setattr(history, "version_scores", unplottable)  # our own step, after the aliases moved
+    result = promote(str(models["good"]), shards, policy=POLICY)
+    assert result.status == "promoted" and registry_state()["aliases"] == {"champion": "1", "challenger": "1"}
+    assert "warning: could not log the segment history: artifact store unreachable" in capsys.readouterr().err
+
+
 def test_a_champion_moved_by_another_promotion_meanwhile_is_not_overruled(store, shards, models):
     from evaluation.promote import ChampionMoved, default_evaluator
     from evaluation.registry import log_model

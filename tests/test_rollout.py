@@ -1,8 +1,8 @@
 """The per-segment rollout on a real temporary MLflow store: the candidate takes the segments it wins,
 promote registers a routed champion that every consumer (adsrel score on both engines, the pyfunc,
 spark_udf, `mlflow models serve`) scores as each segment's source version does; idempotence, rollback,
-a segment the old champion does not know, mixed methods, a refusal on different backbones, and shadow
-scores."""
+a segment the old champion does not know, mixed methods, segments on different backbones decided as a
+whole, and shadow scores."""
 
 from __future__ import annotations
 
@@ -248,14 +248,19 @@ def test_a_new_segment_goes_to_the_candidate_and_a_routed_champion_is_challenged
     np.testing.assert_allclose(routed.predict(frame.drop(columns=["task", "task_id"])), expected, atol=1e-5)
 
 
-def test_versions_on_different_backbones_are_refused_before_any_alias_moves(mlflow_store, shards, models, capsys):
+def test_segments_that_cannot_share_a_backbone_are_decided_as_a_whole(mlflow_store, shards, models, capsys):
+    # a student of fewer blocks, or another backbone: it wins segment a, but no routed model can hold both
     (mlflow_store / "policy.yaml").write_text(POLICY_YAML)
     promote(str(models["old"]), shards, policy=POLICY, bootstrap=20)
     code = main(["promote", "--candidate", str(models["other_backbone"]), "--shards", str(shards), "--policy",
                  str(mlflow_store / "policy.yaml"), "--bootstrap", "20"])
-    err = capsys.readouterr().err
-    assert code == 2 and "different backbones" in err.splitlines()[-1], err
-    assert registry()["aliases"] == {"champion": "1", "challenger": "1"} and registry()["versions"] == [1, 2]
+    out, err = capsys.readouterr()
+    decision = json.loads(out)
+    assert code == 3 and decision["status"] == "kept", err  # the whole rule: it loses b and c
+    assert decision["reasons"][0].startswith("the segments cannot be split between versions, decided as a whole: "
+                                             "versions 1 and 2 have different backbones")
+    assert decision["per_task"]["b"]["status"] == "drop" and decision["routing_after"] is None
+    assert registry()["aliases"] == {"champion": "1", "challenger": "2"} and registry()["versions"] == [1, 2]
 
 
 def test_the_whole_rollout_keeps_a_candidate_that_loses_one_segment(mlflow_store, shards, models):
