@@ -56,7 +56,7 @@ from evaluation.registry import (
     resolve_model_dir,
     versions_with_digest,
 )
-from evaluation.routed_version import register_routed
+from evaluation.routed_version import register_routed, sources_of
 from evaluation.segment_gate import decide_segments, paired_scores
 from evaluation.tracking import (
     EVAL_IDENTITY_TAGS,
@@ -73,7 +73,7 @@ from features.errors import UserError
 from features.progress import log
 from features.shards import MANIFEST, TEXT_COLUMNS, manifest_digest, read_manifest, read_table, split_files
 from models.artifact import ArtifactError, model_digest, read_metadata
-from models.routing import is_routed, plain_sources, routing_problem, serving
+from models.routing import is_routed, routing_problem, serving
 
 GATE_TAGS = ("adsrel.gate.decision", "adsrel.gate.reason", "adsrel.gate.champion_version",
              "adsrel.gate.manifest_digest")
@@ -382,7 +382,7 @@ def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version:
         return "kept", decision
     routes_all = all(v == version.version for v in decision.routing.values())
     if policy.rollout == "per_segment" and not routes_all:
-        problem = routing_problem(decision.routing, _sources(version, champion))
+        problem = routing_problem(decision.routing, sources_of(_made_of(version, champion)))
         if problem:  # e.g. a student of fewer blocks against a full-depth champion: one model or the other
             whole = decide(candidate_eval.report, champion_report, policy, expected)
             whole.reasons.insert(0, f"the segments cannot be split between versions, decided as a whole: {problem}")
@@ -390,12 +390,9 @@ def _gate(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version:
     return ("promoted" if policy.rollout == "whole" or routes_all else "routed"), decision
 
 
-def _sources(version: Version, champion: Version | None) -> dict:
-    """The plain versions a routed champion could be made of: the candidate and the champion's sources."""
-    sources = plain_sources(version.model_dir, version.version)
-    if champion is not None:
-        sources.update(plain_sources(champion.model_dir, champion.version))
-    return sources
+def _made_of(version: Version, champion: Version | None) -> dict[str, Path]:
+    """What a routed champion could be made of: the candidate and the champion (version -> model directory)."""
+    return {version.version: version.model_dir, **({champion.version: champion.model_dir} if champion else {})}
 
 
 def _decide_segments(candidate_eval: _Evaluated, champion_eval: _Evaluated | None, version: Version,
@@ -462,11 +459,9 @@ def _routed_champion(client, decision: Decision, version: Version, champion: Ver
     """The routed version serving ``decision.routing`` (registered unless one has the same digest), made only
     while the champion is still the one decided against."""
     _champion_unmoved(client, champion.version if champion else None, version)
-    made_of = {version.version: version.model_dir}
-    if champion is not None:
-        made_of[champion.version] = champion.model_dir
     routed, digest, now = register_routed(
-        client, decision.routing, made_of, task_map_of=version.version, data=data, segments=decision.segments,
+        client, decision.routing, _made_of(version, champion), task_map_of=version.version, data=data,
+        segments=decision.segments,
         find_version=lambda d: next(iter(versions_with_digest(client, d)), None),
         example=lambda model_dir: input_example(model_dir, shards, data["split"]))
     return {"version": routed, "digest": digest, "registered_now": now}
@@ -533,8 +528,6 @@ def promote(candidate: str, shards: str | Path, *, policy: GatePolicy | None = N
 def _log_segment_history(client, experiment_id: str, run_id: str, champion: str | None) -> None:
     """Every segment across the last versions (evaluation/segment_history.py), as a table and a plot of
     the candidate's evaluation run, under promotion/."""
-    import tempfile
-
     from evaluation.plots import save
     from evaluation.segment_history import history_figure, history_table, version_scores
 

@@ -36,6 +36,14 @@ def description(routing: Mapping[str, str], segments: Mapping[str, Mapping[str, 
     return "\n".join(lines) + "\n"
 
 
+def sources_of(made_of: Mapping[str, Path]) -> dict[str, Source]:
+    """The plain versions ``made_of`` (registered version -> model directory, plain or routed) stand for."""
+    sources: dict[str, Source] = {}
+    for version, model_dir in made_of.items():
+        sources.update(plain_sources(model_dir, version))
+    return sources
+
+
 def register_routed(client, routing: Mapping[str, str], made_of: Mapping[str, Path], *, task_map_of: str,
                     data: Mapping[str, Any], segments: Mapping[str, Mapping[str, Any]],
                     find_version: Callable[[str], str | None], example: Callable[[Path], Any] | None = None
@@ -45,9 +53,7 @@ def register_routed(client, routing: Mapping[str, str], made_of: Mapping[str, Pa
     ``made_of``: registered version -> its model directory (plain or routed; a routed one stands for
     its sources). Returns (version, digest, registered now). A routing the artifacts cannot make
     (different backbones, a full fine-tune) is a UserError, before anything is registered."""
-    sources: dict[str, Source] = {}
-    for version, model_dir in made_of.items():
-        sources.update(plain_sources(model_dir, version))
+    sources = sources_of(made_of)
     with tempfile.TemporaryDirectory(prefix="adsrel-routed-") as tmp:
         try:
             model_dir = write_routed(Path(tmp) / "model", routing, sources, task_map_of=task_map_of,

@@ -24,8 +24,6 @@ from features.progress import log
 from features.shards import MODEL_COLUMNS, read_split
 from models.artifact import ArtifactError, model_digest, read_metadata
 
-COLUMNS = ("task_id", "example_id", "teacher_probability")
-
 
 @dataclass(frozen=True)
 class Teacher:
